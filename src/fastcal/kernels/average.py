@@ -1,0 +1,316 @@
+"""Reduction kernel: pre-apply Jones terms, divide by the model, sum per solution interval.
+
+One pass over a chunk of Measurement Set rows produces, per (solution interval, baseline,
+output channel, parallel-hand polarisation), the weighted sums
+
+    vis_sum   = sum w' conj(M) V'          complex128
+    wt_sum    = sum w' |M|^2               float64
+    n_samples = number of samples added    int64
+
+where V' = V / (J_p,a conj(J_q,b)) is the pre-calibrated visibility and
+w' = w |J_p,a|^2 |J_q,b|^2 its calibrated weight (``calwt``). ``vis_sum / wt_sum`` is the
+weighted mean of X = V'/M with weight w'|M|^2, which is what CASA solves on
+(docs/kernels.md, "Reduction"). The sums add exactly, so chunks of one interval may be
+reduced separately and added, and any ``solint``/``combine`` is assembled afterwards.
+
+Axis order is MS order everywhere: rows ``(row, chan, corr)``, Jones
+``(time, ant, chan, receptor)``, sums ``(interval, baseline, out_chan, pol)``.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = [
+    "average_model",
+    "average_point_model",
+    "baseline_index",
+    "dense_baselines",
+    "n_ant_from_n_bl",
+]
+
+JIT = dict(nogil=True, cache=True)
+
+
+@numba.njit(**JIT)
+def baseline_index(a1, a2, n_ant):
+    """Dense index of baseline (a1, a2), 0 <= a1 < a2 < n_ant, in upper-triangle row order.
+
+    (0,1) -> 0, (0,2) -> 1, ..., (0,n-1) -> n-2, (1,2) -> n-1, ...; the same order as
+    :func:`dense_baselines`.
+    """
+    return a1 * (2 * n_ant - a1 - 1) // 2 + (a2 - a1 - 1)
+
+
+def dense_baselines(n_ant: int) -> tuple[np.ndarray, np.ndarray]:
+    """Antenna pairs of the dense cross-correlation baselines of `n_ant` antennas.
+
+    Returns
+    -------
+    ant1, ant2 : int32[n_ant * (n_ant - 1) // 2]
+        ``ant1 < ant2``, ordered as :func:`baseline_index`.
+    """
+    a1, a2 = np.triu_indices(int(n_ant), k=1)
+    return a1.astype(np.int32), a2.astype(np.int32)
+
+
+def n_ant_from_n_bl(n_bl: int) -> int:
+    """Number of antennas whose dense baseline count is `n_bl`; raises ValueError otherwise."""
+    n_ant = int(round((1.0 + np.sqrt(1.0 + 8.0 * n_bl)) / 2.0))
+    if n_ant * (n_ant - 1) // 2 != n_bl:
+        raise ValueError(f"{n_bl} baselines is not n_ant*(n_ant-1)/2 for any n_ant")
+    return n_ant
+
+
+@numba.njit(**JIT)
+def _n_ant_of(n_bl):
+    n_ant = int(np.round((1.0 + np.sqrt(1.0 + 8.0 * n_bl)) / 2.0))
+    if n_ant * (n_ant - 1) // 2 != n_bl:
+        return -1
+    return n_ant
+
+
+@numba.njit(**JIT)
+def _check_shapes(data, flag, weight, ant1, ant2, interval_idx, chan_bin, corr_index,
+                  jones, jones_flag, jones_time_idx, vis_sum, wt_sum, n_samples):
+    n_row, n_chan, n_corr = data.shape
+    if flag.shape != data.shape:
+        raise ValueError("flag must have the shape of data (n_row, n_chan, n_corr)")
+    if weight.shape[0] != n_row or weight.shape[2] != n_corr or not (
+            weight.shape[1] == 1 or weight.shape[1] == n_chan):
+        raise ValueError("weight must be (n_row, n_chan, n_corr) or (n_row, 1, n_corr)")
+    if ant1.shape[0] != n_row or ant2.shape[0] != n_row or interval_idx.shape[0] != n_row:
+        raise ValueError("ant1, ant2 and interval_idx must have n_row elements")
+    if chan_bin.shape[0] != n_chan:
+        raise ValueError("chan_bin must have n_chan elements")
+    n_pol = corr_index.shape[0]
+    if n_pol < 1 or n_pol > 2:
+        raise ValueError("corr_index must list one or two parallel-hand correlations")
+    if vis_sum.shape[3] != n_pol or wt_sum.shape != vis_sum.shape or (
+            n_samples.shape != vis_sum.shape):
+        raise ValueError("vis_sum, wt_sum, n_samples must all be (n_int, n_bl, n_out_chan, n_pol)"
+                         " with n_pol = len(corr_index)")
+    for k in range(n_pol):
+        if corr_index[k] < 0 or corr_index[k] >= n_corr:
+            raise ValueError("corr_index entries must lie in [0, n_corr)")
+    if _n_ant_of(vis_sum.shape[1]) < 0:
+        raise ValueError("vis_sum.shape[1] must be n_ant*(n_ant-1)/2 dense baselines")
+    if jones.shape[0] > 0:
+        if jones_flag.shape != jones.shape:
+            raise ValueError("jones_flag must have the shape of jones")
+        if jones_time_idx.shape[0] != n_row:
+            raise ValueError("jones_time_idx must have n_row elements")
+        if not (jones.shape[2] == 1 or jones.shape[2] == n_chan):
+            raise ValueError("jones must be (n_utime, n_ant, n_chan or 1, n_receptor)")
+        if jones.shape[1] < _n_ant_of(vis_sum.shape[1]):
+            raise ValueError("jones has fewer antennas than the baseline layout of vis_sum")
+
+
+@numba.njit(**JIT)
+def _reduce(data, model, model_spec, use_spec, flag, weight, ant1, ant2, interval_idx,
+            chan_bin, corr_index, jones, jones_flag, jones_time_idx, calwt,
+            vis_sum, wt_sum, n_samples):
+    """The reduction loop. Per row, consecutive channels of one output bin are summed in
+    registers and added to the accumulators when the bin changes."""
+    n_row, n_chan, n_corr = data.shape
+    n_int, n_bl, n_out, n_pol = vis_sum.shape
+    n_ant = _n_ant_of(n_bl)
+    use_jones = jones.shape[0] > 0
+    n_utime = jones.shape[0]
+    jones_per_chan = jones.shape[2] > 1
+    kr1 = 1 if jones.shape[3] > 1 else 0  # receptor of output pol 1
+    weight_per_chan = weight.shape[1] > 1
+    ci0 = corr_index[0]
+    ci1 = corr_index[n_pol - 1]
+
+    for r in range(n_row):
+        it = interval_idx[r]
+        if it < 0 or it >= n_int:
+            continue
+        p = ant1[r]
+        q = ant2[r]
+        if p == q or p < 0 or q < 0 or p >= n_ant or q >= n_ant:
+            continue  # autocorrelation or antenna outside the layout
+        swap = p > q
+        bl = baseline_index(q, p, n_ant) if swap else baseline_index(p, q, n_ant)
+        tj = 0
+        if use_jones:
+            tj = jones_time_idx[r]
+            if tj < 0 or tj >= n_utime:
+                continue  # no calibration for this row: flagged
+        cur = -1
+        ax0 = 0j
+        ax1 = 0j
+        aw0 = 0.0
+        aw1 = 0.0
+        an0 = 0
+        an1 = 0
+        for c in range(n_chan + 1):
+            ob = chan_bin[c] if c < n_chan else -2
+            if ob != cur:  # flush the running sums of the previous bin
+                if cur >= 0:
+                    if swap:
+                        ax0 = np.conj(ax0)
+                        ax1 = np.conj(ax1)
+                    vis_sum[it, bl, cur, 0] += ax0
+                    wt_sum[it, bl, cur, 0] += aw0
+                    n_samples[it, bl, cur, 0] += an0
+                    if n_pol > 1:
+                        vis_sum[it, bl, cur, 1] += ax1
+                        wt_sum[it, bl, cur, 1] += aw1
+                        n_samples[it, bl, cur, 1] += an1
+                ax0 = 0j
+                ax1 = 0j
+                aw0 = 0.0
+                aw1 = 0.0
+                an0 = 0
+                an1 = 0
+                cur = ob if ob < n_out else -1
+            if cur < 0:
+                continue
+            # corrdepflags=False: any flagged correlation removes the whole vector
+            bad = False
+            for k in range(n_corr):
+                if flag[r, c, k]:
+                    bad = True
+                    break
+            if bad:
+                continue
+            den0 = 1.0 + 0j
+            den1 = 1.0 + 0j
+            if use_jones:
+                cj = c if jones_per_chan else 0
+                jp = np.complex128(jones[tj, p, cj, 0])
+                jq = np.complex128(jones[tj, q, cj, 0])
+                if jones_flag[tj, p, cj, 0] or jones_flag[tj, q, cj, 0] or jp == 0 or jq == 0:
+                    continue
+                den0 = jp * np.conj(jq)
+                jp = np.complex128(jones[tj, p, cj, kr1])
+                jq = np.complex128(jones[tj, q, cj, kr1])
+                if (jones_flag[tj, p, cj, kr1] or jones_flag[tj, q, cj, kr1] or jp == 0
+                        or jq == 0):
+                    continue
+                den1 = jp * np.conj(jq)
+            cw = c if weight_per_chan else 0
+            for k in range(n_pol):
+                ci = ci0 if k == 0 else ci1
+                w = np.float64(weight[r, cw, ci])
+                if not (w > 0.0) or not np.isfinite(w):
+                    continue
+                v = np.complex128(data[r, c, ci])
+                if not (np.isfinite(v.real) and np.isfinite(v.imag)):
+                    continue
+                if use_spec:
+                    m = np.complex128(model_spec[c, k])
+                else:
+                    m = np.complex128(model[r, c, ci])
+                m2 = m.real * m.real + m.imag * m.imag
+                if m2 == 0.0:
+                    continue
+                x = w * np.conj(m) * v
+                if use_jones:
+                    den = den0 if k == 0 else den1
+                    a2 = den.real * den.real + den.imag * den.imag
+                    # w' conj(M) V/den = w conj(M) V conj(den) / |den|^2, w' = w |den|^2
+                    x = x * np.conj(den)
+                    if calwt:
+                        w = w * a2
+                    else:
+                        x = x / a2
+                if k == 0:
+                    ax0 += x
+                    aw0 += w * m2
+                    an0 += 1
+                else:
+                    ax1 += x
+                    aw1 += w * m2
+                    an1 += 1
+
+
+@numba.njit(**JIT)
+def average_model(data, model, flag, weight, ant1, ant2, interval_idx, chan_bin, corr_index,
+                  jones, jones_flag, jones_time_idx, calwt, vis_sum, wt_sum, n_samples):
+    """Accumulate model-divided, pre-calibrated visibilities of one chunk; MODEL as an array.
+
+    Parameters
+    ----------
+    data : complex64[row, chan, corr]
+        DATA (or CORRECTED_DATA) of the chunk, MS correlation order.
+    model : complex64[row, chan, corr]
+        MODEL_DATA for the same samples.
+    flag : bool[row, chan, corr]
+        FLAG, with FLAG_ROW already folded in by the caller (or set ``interval_idx=-1``).
+        A flag on any correlation of a (row, chan) excludes all its correlations
+        (CASA ``corrdepflags=False``).
+    weight : float32[row, chan, corr] or float32[row, 1, corr]
+        WEIGHT_SPECTRUM, or WEIGHT reshaped to ``(row, 1, corr)`` (broadcast over channels).
+        Samples with weight <= 0 (or NaN) are skipped, per correlation.
+    ant1, ant2 : int32[row]
+        ANTENNA1/ANTENNA2. Autocorrelations and antennas >= n_ant are skipped; a row with
+        ant1 > ant2 is conjugated into baseline (ant2, ant1).
+    interval_idx : int32[row]
+        Solution interval of each row; rows with an index < 0 are skipped.
+    chan_bin : int32[chan]
+        Output channel bin of each input channel; -1 skips the channel.
+    corr_index : int32[pol]
+        Correlation indices of the parallel hands mapped to output pol 0, 1, e.g. ``[0, 1]``
+        for (XX, YY), ``[0, 3]`` for (XX, XY, YX, YY), ``[0]`` for single-pol data.
+        Output pol k uses receptor k of both antennas.
+    jones : complex64[utime, ant, chan or 1, receptor]
+        Product of all pre-applied Jones terms, already interpolated onto the data times
+        (and channels, if the channel axis has length n_chan). A leading axis of length 0
+        skips pre-calibration. A receptor axis of length 1 applies to both receptors.
+    jones_flag : bool[utime, ant, chan or 1, receptor]
+        True flags every sample that uses that antenna/receptor/channel at that time.
+        A zero Jones value is treated as flagged.
+    jones_time_idx : int32[row]
+        Index into the first axis of `jones` for each row (ignored when `jones` is empty);
+        an index outside ``[0, utime)`` flags the row.
+    calwt : bool
+        Scale weights by ``|J_p,a|^2 |J_q,b|^2`` (CASA calwt).
+    vis_sum : complex128[interval, bl, out_chan, pol]
+        Accumulator (updated in place): sum of ``w' conj(M) V'``.
+    wt_sum : float64[interval, bl, out_chan, pol]
+        Accumulator (updated in place): sum of ``w' |M|^2``.
+    n_samples : int64[interval, bl, out_chan, pol]
+        Accumulator (updated in place): number of samples added.
+
+    Notes
+    -----
+    ``bl`` is the dense index of :func:`baseline_index` for ``n_ant`` antennas, where
+    ``vis_sum.shape[1] == n_ant * (n_ant - 1) // 2``. Samples whose model is 0 or whose
+    calibrated value is not finite are skipped. Raises ValueError for inconsistent shapes
+    only, never for data conditions.
+    """
+    _check_shapes(data, flag, weight, ant1, ant2, interval_idx, chan_bin, corr_index,
+                  jones, jones_flag, jones_time_idx, vis_sum, wt_sum, n_samples)
+    if model.shape != data.shape:
+        raise ValueError("model must have the shape of data (n_row, n_chan, n_corr)")
+    dummy = np.zeros((0, 0), np.float64)
+    _reduce(data, model, dummy, False, flag, weight, ant1, ant2, interval_idx, chan_bin,
+            corr_index, jones, jones_flag, jones_time_idx, calwt, vis_sum, wt_sum, n_samples)
+
+
+@numba.njit(**JIT)
+def average_point_model(data, model_spec, flag, weight, ant1, ant2, interval_idx, chan_bin,
+                        corr_index, jones, jones_flag, jones_time_idx, calwt,
+                        vis_sum, wt_sum, n_samples):
+    """As :func:`average_model`, for a point source at the phase centre (virtual model).
+
+    Parameters
+    ----------
+    model_spec : float64[chan, pol]
+        Model visibility of output pol k (parallel hand ``corr_index[k]``) in channel c, the
+        same on every baseline and row: the flux density in Jy (Stokes I for both hands of
+        an unpolarised source; I+Q and I-Q for XX, YY of a linearly polarised one).
+
+    All other parameters are those of :func:`average_model`.
+    """
+    _check_shapes(data, flag, weight, ant1, ant2, interval_idx, chan_bin, corr_index,
+                  jones, jones_flag, jones_time_idx, vis_sum, wt_sum, n_samples)
+    if model_spec.shape[0] != data.shape[1] or model_spec.shape[1] != corr_index.shape[0]:
+        raise ValueError("model_spec must be (n_chan, n_pol) with n_pol = len(corr_index)")
+    dummy = np.zeros((0, 0, 0), np.complex64)
+    _reduce(data, dummy, model_spec, True, flag, weight, ant1, ant2, interval_idx, chan_bin,
+            corr_index, jones, jones_flag, jones_time_idx, calwt, vis_sum, wt_sum, n_samples)

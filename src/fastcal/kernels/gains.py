@@ -1,0 +1,514 @@
+"""Antenna-based complex gain solver (G, T, and B as G per channel) on interval averages.
+
+Input is the output of :mod:`fastcal.kernels.average` turned into ratios,
+``X = vis_sum / wt_sum`` with weights ``W = wt_sum``, on the dense baselines
+``(ant1, ant2)`` with ``ant1 < ant2``. For every (interval, channel) the kernel minimises
+
+    chi2 = sum_{pq, pol} W_pq |X_pq - g_p conj(g_q)|^2
+
+with StEFCal (Salvini & Wijnholds 2014, alternating least squares with averaging of
+iterates) in complex128. CASA's gates and statistics are reproduced: calmode data
+conditioning, the recursive ``minblperant`` gate, PARAMERR/SNR exactly as VisCalSolver2,
+the ``minsnr`` gate, and post-solve phase-/amplitude-only enforcement. See docs/kernels.md.
+
+Axis order: ``(interval, baseline, chan, pol)`` in, ``(interval, ant, chan, par)`` out.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = [
+    "CALMODE_AP",
+    "CALMODE_P",
+    "CALMODE_A",
+    "STATUS_OK",
+    "STATUS_NO_DATA",
+    "STATUS_MINBLPERANT",
+    "STATUS_NO_HESSIAN",
+    "STATUS_MINSNR",
+    "calmode_code",
+    "vis_ratio",
+    "solve_gains",
+    "apply_refant",
+]
+
+JIT = dict(nogil=True, cache=True)
+
+CALMODE_AP = 0
+CALMODE_P = 1
+CALMODE_A = 2
+_CALMODES = {"ap": CALMODE_AP, "p": CALMODE_P, "a": CALMODE_A}
+
+# Why a solution is flagged (status array of solve_gains); 0 means usable.
+STATUS_OK = 0
+STATUS_NO_DATA = 1       # no baseline with weight > 0 in this (interval, chan)
+STATUS_MINBLPERANT = 2   # removed by the recursive minblperant gate
+STATUS_NO_HESSIAN = 3    # antenna kept, but this pol has no weight (CASA: hess = 0)
+STATUS_MINSNR = 4        # SNR <= minsnr
+
+SNR_INFINITE = 9999999.0  # CASA's value when PARAMERR is 0
+
+
+def calmode_code(calmode: str) -> int:
+    """Kernel code of a CASA ``calmode`` string ('ap', 'p' or 'a')."""
+    try:
+        return _CALMODES[calmode]
+    except KeyError:
+        raise ValueError(
+            f"calmode={calmode!r} is not supported; expected one of 'ap', 'p', 'a'") from None
+
+
+@numba.njit(**JIT)
+def vis_ratio(vis_sum, wt_sum):
+    """``X = vis_sum / wt_sum``, 0 where ``wt_sum <= 0``; any shape, returned complex128.
+
+    vis_sum : complex128[interval, bl, chan, pol], wt_sum : float64[same].
+    """
+    out = np.zeros(vis_sum.shape, np.complex128)
+    v = vis_sum.ravel()
+    w = wt_sum.ravel()
+    o = out.ravel()
+    for i in range(v.shape[0]):
+        if w[i] > 0.0:
+            o[i] = v[i] / w[i]
+    return out
+
+
+@numba.njit(**JIT)
+def _condition(vis, wt, it, ch, calmode, x, w):
+    """Copy one (interval, chan) into x[bl, pol], w[bl, pol], applying CASA's
+    enforceAPonData: 'p' -> X/|X| with W|X|^2, 'a' -> |X| with W."""
+    n_bl = vis.shape[1]
+    n_pol = vis.shape[3]
+    for b in range(n_bl):
+        for k in range(n_pol):
+            xv = vis[it, b, ch, k]
+            wv = wt[it, b, ch, k]
+            if not (wv > 0.0) or not np.isfinite(wv) or not (
+                    np.isfinite(xv.real) and np.isfinite(xv.imag)):
+                x[b, k] = 0.0
+                w[b, k] = 0.0
+                continue
+            a = np.abs(xv)
+            if calmode == CALMODE_P:
+                if a > 0.0:
+                    x[b, k] = xv / a
+                    w[b, k] = wv * a * a
+                else:
+                    x[b, k] = 0.0
+                    w[b, k] = 0.0
+            elif calmode == CALMODE_A:
+                x[b, k] = a
+                w[b, k] = wv
+            else:
+                x[b, k] = xv
+                w[b, k] = wv
+
+
+@numba.njit(**JIT)
+def _gate(w, ant1, ant2, n_ant, minblperant, ant_status):
+    """CASA verifyConstraints: recursive minblperant on baselines with sum_pol W > 0.
+
+    Sets ant_status to STATUS_NO_DATA (no baseline at all), STATUS_MINBLPERANT (removed)
+    or STATUS_OK, and zeroes w on every baseline of a removed antenna.
+    """
+    n_bl = w.shape[0]
+    n_pol = w.shape[1]
+    nbl = np.zeros(n_ant, np.int64)
+    good = np.zeros(n_bl, np.bool_)
+    for b in range(n_bl):
+        s = 0.0
+        for k in range(n_pol):
+            s += w[b, k]
+        if s > 0.0:
+            good[b] = True
+            nbl[ant1[b]] += 1
+            nbl[ant2[b]] += 1
+    ok = np.ones(n_ant, np.bool_)
+    for a in range(n_ant):
+        ant_status[a] = STATUS_OK if nbl[a] > 0 else STATUS_NO_DATA
+    changed = True
+    while changed:
+        changed = False
+        for a in range(n_ant):
+            if ok[a] and nbl[a] < minblperant:
+                ok[a] = False
+                changed = True
+                if ant_status[a] == STATUS_OK:
+                    ant_status[a] = STATUS_MINBLPERANT
+                for b in range(n_bl):
+                    if good[b] and (ant1[b] == a or ant2[b] == a):
+                        good[b] = False
+                        nbl[ant1[b]] -= 1
+                        nbl[ant2[b]] -= 1
+    for a in range(n_ant):
+        if not ok[a] and ant_status[a] == STATUS_OK:
+            ant_status[a] = STATUS_MINBLPERANT
+    for b in range(n_bl):
+        if not good[b]:
+            for k in range(n_pol):
+                w[b, k] = 0.0
+    n_ok = 0
+    for a in range(n_ant):
+        if ok[a]:
+            n_ok += 1
+    return n_ok
+
+
+@numba.njit(**JIT)
+def _initial_guess(x, w, ant1, ant2, ant_ok, solve_t, g):
+    """CASA GJones::guessPar-like start: g_ref = sqrt(mean|X|), g_p = X_{p,ref}/sqrt(mean|X|)
+    on the baselines to the antenna with the largest total weight; sqrt(mean|X|) elsewhere."""
+    n_bl, n_pol = x.shape
+    n_ant, n_par = g.shape
+    wsum = np.zeros(n_ant)
+    for b in range(n_bl):
+        for k in range(n_pol):
+            wsum[ant1[b]] += w[b, k]
+            wsum[ant2[b]] += w[b, k]
+    ref = -1
+    best = 0.0
+    for a in range(n_ant):
+        if ant_ok[a] and wsum[a] > best:
+            best = wsum[a]
+            ref = a
+    for a in range(n_ant):
+        for j in range(n_par):
+            g[a, j] = 0.0
+    if ref < 0:
+        return
+    amp = np.zeros(n_par)
+    cnt = np.zeros(n_par)
+    acc = np.zeros((n_ant, n_par), np.complex128)
+    wacc = np.zeros((n_ant, n_par))
+    for b in range(n_bl):
+        p = ant1[b]
+        q = ant2[b]
+        if p != ref and q != ref:
+            continue
+        for k in range(n_pol):
+            if w[b, k] <= 0.0:
+                continue
+            j = 0 if solve_t else k
+            xv = x[b, k]
+            if p == ref:  # X_{ref,q} ~ g_ref conj(g_q)
+                acc[q, j] += w[b, k] * np.conj(xv)
+                wacc[q, j] += w[b, k]
+            else:
+                acc[p, j] += w[b, k] * xv
+                wacc[p, j] += w[b, k]
+            amp[j] += np.abs(xv)
+            cnt[j] += 1.0
+    for j in range(n_par):
+        s = np.sqrt(amp[j] / cnt[j]) if cnt[j] > 0 and amp[j] > 0 else 1.0
+        for a in range(n_ant):
+            if not ant_ok[a]:
+                continue
+            if a == ref:
+                g[a, j] = s
+            elif wacc[a, j] > 0.0 and np.abs(acc[a, j]) > 0.0:
+                g[a, j] = acc[a, j] / wacc[a, j] / s
+            else:
+                g[a, j] = s
+
+
+@numba.njit(**JIT)
+def _stefcal_step(x, w, ant1, ant2, solve_t, g, num, den):
+    """num[p] = sum_q W X_pq g_q, den[p] = sum_q W |g_q|^2 (both baseline directions)."""
+    n_bl, n_pol = x.shape
+    num.fill(0.0)
+    den.fill(0.0)
+    for b in range(n_bl):
+        p = ant1[b]
+        q = ant2[b]
+        for k in range(n_pol):
+            wv = w[b, k]
+            if wv == 0.0:
+                continue
+            j = 0 if solve_t else k
+            gp = g[p, j]
+            gq = g[q, j]
+            xv = x[b, k]
+            num[p, j] += wv * xv * gq
+            den[p, j] += wv * (gq.real * gq.real + gq.imag * gq.imag)
+            num[q, j] += wv * np.conj(xv) * gp
+            den[q, j] += wv * (gp.real * gp.real + gp.imag * gp.imag)
+
+
+@numba.njit(**JIT)
+def _copy2(src, dst):
+    for a in range(src.shape[0]):
+        for j in range(src.shape[1]):
+            dst[a, j] = src[a, j]
+
+
+@numba.njit(**JIT)
+def _stefcal(x, w, ant1, ant2, solve_t, g, max_iter, tol, num, den, g_new):
+    """StEFCal with averaging of iterates (Salvini & Wijnholds 2014, Algorithm 1).
+
+    Convergence is tested on even iterations: ||g_new - g|| / ||g_new|| < tol (Frobenius
+    norm over antennas and pars); otherwise the even iterate is replaced by the mean of
+    the last two. Returns (n_iter, converged).
+    """
+    n_ant, n_par = g.shape
+    for i in range(1, max_iter + 1):
+        _stefcal_step(x, w, ant1, ant2, solve_t, g, num, den)
+        for a in range(n_ant):
+            for j in range(n_par):
+                g_new[a, j] = num[a, j] / den[a, j] if den[a, j] > 0.0 else 0.0
+        if i % 2 == 0:
+            dn = 0.0
+            nn = 0.0
+            for a in range(n_ant):
+                for j in range(n_par):
+                    d = g_new[a, j] - g[a, j]
+                    dn += d.real * d.real + d.imag * d.imag
+                    nn += g_new[a, j].real ** 2 + g_new[a, j].imag ** 2
+            if nn == 0.0 or dn <= tol * tol * nn:
+                _copy2(g_new, g)
+                return i, True
+            for a in range(n_ant):
+                for j in range(n_par):
+                    g[a, j] = 0.5 * (g_new[a, j] + g[a, j])
+        else:
+            _copy2(g_new, g)
+    return max_iter, False
+
+
+@numba.njit(**JIT)
+def _chi2(x, w, ant1, ant2, solve_t, g):
+    """(chi2, N_wt): sum W |X - g_p conj(g_q)|^2 and the number of samples with W > 0."""
+    n_bl, n_pol = x.shape
+    chi2 = 0.0
+    n_wt = 0
+    for b in range(n_bl):
+        for k in range(n_pol):
+            wv = w[b, k]
+            if wv > 0.0:
+                j = 0 if solve_t else k
+                r = x[b, k] - g[ant1[b], j] * np.conj(g[ant2[b], j])
+                chi2 += wv * (r.real * r.real + r.imag * r.imag)
+                n_wt += 1
+    return chi2, n_wt
+
+
+@numba.njit(**JIT)
+def solve_gains(vis, wt, ant1, ant2, n_ant, calmode, solve_t, minblperant, minsnr,
+                max_iter, tol):
+    """Solve antenna gains per (interval, channel) on interval-averaged ratios.
+
+    Parameters
+    ----------
+    vis : complex128[interval, bl, chan, pol]
+        Averaged model-divided visibilities X = vis_sum / wt_sum (see :func:`vis_ratio`);
+        pol = parallel hands (XX, YY) or a single hand. chan = 1 for G/T, the solution
+        channels for B.
+    wt : float64[interval, bl, chan, pol]
+        Weights W = wt_sum; W <= 0 (or non-finite X/W) means no data.
+    ant1, ant2 : int32[bl]
+        Antennas of each baseline, ``0 <= ant1 < ant2 < n_ant``
+        (e.g. :func:`fastcal.kernels.average.dense_baselines`).
+    n_ant : int
+        Number of antennas.
+    calmode : int
+        CALMODE_AP, CALMODE_P or CALMODE_A (see :func:`calmode_code`).
+    solve_t : bool
+        False: gaintype G, one gain per antenna and pol (par = pol). True: gaintype T, one
+        gain per antenna fitted to all pols jointly (par axis of length 1).
+    minblperant : int
+        CASA minblperant (default 4): antennas with fewer baselines of weight > 0 among the
+        remaining antennas are removed, recursively, per (interval, chan).
+    minsnr : float
+        Solutions with SNR <= minsnr are flagged (CASA ``minsnr``; 0 keeps all SNR > 0).
+    max_iter : int
+        Maximum StEFCal iterations (100 is ample).
+    tol : float
+        Convergence tolerance on the relative change of the gain vector (1e-8).
+
+    Returns
+    -------
+    gains : complex128[interval, ant, chan, par]
+        Unreferenced solutions (global phase arbitrary; see :func:`apply_refant`), after
+        CASA's post-solve calmode enforcement ('p': unit modulus, 'a': real positive).
+        Antennas without a solution hold 1+0j.
+    paramerr : float64[interval, ant, chan, par]
+        CASA PARAMERR = sqrt(2 chi2 / (nu H_p)), nu = max(2 (N_wt - N_parOK), 1),
+        H_p = sum_q W_pq |g_q|^2; 0 where unsolved.
+    snr : float64[interval, ant, chan, par]
+        |g| / PARAMERR (of the solution before calmode enforcement), 9999999 where
+        PARAMERR is 0; 0 where unsolved.
+    flag : bool[interval, ant, chan, par]
+        True where ``status != STATUS_OK``.
+    status : int8[interval, ant, chan, par]
+        STATUS_OK, STATUS_NO_DATA, STATUS_MINBLPERANT, STATUS_NO_HESSIAN or STATUS_MINSNR.
+    n_iter : int64[interval, chan]
+        StEFCal iterations used (0 if nothing was solved).
+    converged : bool[interval, chan]
+        False if ``max_iter`` was reached (nothing solved counts as converged). CASA drops
+        a solve that does not converge; the caller decides.
+
+    Notes
+    -----
+    chi2, N_wt and N_parOK are summed over both pols of a (interval, chan), as in CASA,
+    where one solve covers all pars of a channel. Raises ValueError for inconsistent
+    inputs only.
+    """
+    n_int, n_bl, n_ch, n_pol = vis.shape
+    if wt.shape != vis.shape:
+        raise ValueError("wt must have the shape of vis (n_int, n_bl, n_chan, n_pol)")
+    if ant1.shape[0] != n_bl or ant2.shape[0] != n_bl:
+        raise ValueError("ant1 and ant2 must have n_bl elements")
+    for b in range(n_bl):
+        if ant1[b] < 0 or ant2[b] >= n_ant or ant1[b] >= ant2[b]:
+            raise ValueError("baselines must satisfy 0 <= ant1 < ant2 < n_ant")
+    if calmode != CALMODE_AP and calmode != CALMODE_P and calmode != CALMODE_A:
+        raise ValueError("calmode must be CALMODE_AP (0), CALMODE_P (1) or CALMODE_A (2)")
+    if max_iter < 2:
+        raise ValueError("max_iter must be >= 2")
+
+    n_par = 1 if solve_t else n_pol
+    gains = np.ones((n_int, n_ant, n_ch, n_par), np.complex128)
+    paramerr = np.zeros((n_int, n_ant, n_ch, n_par))
+    snr = np.zeros((n_int, n_ant, n_ch, n_par))
+    status = np.zeros((n_int, n_ant, n_ch, n_par), np.int8)
+    n_iter = np.zeros((n_int, n_ch), np.int64)
+    converged = np.ones((n_int, n_ch), np.bool_)
+
+    x = np.zeros((n_bl, n_pol), np.complex128)
+    w = np.zeros((n_bl, n_pol))
+    g = np.zeros((n_ant, n_par), np.complex128)
+    g_new = np.zeros((n_ant, n_par), np.complex128)
+    num = np.zeros((n_ant, n_par), np.complex128)
+    den = np.zeros((n_ant, n_par))
+    ant_status = np.zeros(n_ant, np.int8)
+    ant_ok = np.zeros(n_ant, np.bool_)
+
+    for it in range(n_int):
+        for ch in range(n_ch):
+            _condition(vis, wt, it, ch, calmode, x, w)
+            n_ok = _gate(w, ant1, ant2, n_ant, minblperant, ant_status)
+            for a in range(n_ant):
+                ant_ok[a] = ant_status[a] == STATUS_OK
+                for j in range(n_par):
+                    status[it, a, ch, j] = ant_status[a]
+            if n_ok == 0:
+                continue
+            _initial_guess(x, w, ant1, ant2, ant_ok, solve_t, g)
+            ni, conv = _stefcal(x, w, ant1, ant2, solve_t, g, max_iter, tol, num, den, g_new)
+            n_iter[it, ch] = ni
+            converged[it, ch] = conv
+
+            # Hessian diagonal H_p = sum_q W |g_q|^2 at the solution (den of one more step)
+            _stefcal_step(x, w, ant1, ant2, solve_t, g, num, den)
+            n_par_ok = 0
+            for a in range(n_ant):
+                for j in range(n_par):
+                    if ant_ok[a] and den[a, j] > 0.0:
+                        n_par_ok += 1
+                    elif ant_ok[a]:
+                        status[it, a, ch, j] = STATUS_NO_HESSIAN
+            chi2, n_wt = _chi2(x, w, ant1, ant2, solve_t, g)
+            nu = max(2 * (n_wt - n_par_ok), 1)
+            k2 = chi2 / nu
+            for a in range(n_ant):
+                for j in range(n_par):
+                    if status[it, a, ch, j] != STATUS_OK:
+                        continue
+                    err = np.sqrt(2.0 * k2 / den[a, j])
+                    amp = np.abs(g[a, j])
+                    s = amp / err if err > 0.0 else SNR_INFINITE
+                    paramerr[it, a, ch, j] = err
+                    snr[it, a, ch, j] = s
+                    if not (s > minsnr):
+                        status[it, a, ch, j] = STATUS_MINSNR
+                    gv = g[a, j]
+                    if calmode == CALMODE_P and amp > 0.0:
+                        gv = gv / amp
+                    elif calmode == CALMODE_A:
+                        gv = amp
+                    gains[it, a, ch, j] = gv
+    flag = np.zeros(status.shape, np.bool_)
+    fl = flag.ravel()
+    st = status.ravel()
+    for i in range(st.shape[0]):
+        fl[i] = st[i] != STATUS_OK
+    return gains, paramerr, snr, flag, status, n_iter, converged
+
+
+@numba.njit(**JIT)
+def apply_refant(gains, flag, refants):
+    """Rotate solutions in place so that the reference antenna has zero phase.
+
+    Parameters
+    ----------
+    gains : complex128[interval, ant, chan, par]
+        Solutions, modified in place: every antenna (flagged or not, as CASA does) is
+        divided by the refant's unit phasor, per (interval, chan, par).
+    flag : bool[interval, ant, chan, par]
+        Solution flags.
+    refants : int32[n_ref]
+        Reference antennas in order of priority.
+
+    Returns
+    -------
+    refant_used : int32[interval]
+        The antenna used per interval, -1 if none of `refants` was usable (phases then
+        float, as in CASA without a refant).
+
+    Notes
+    -----
+    Per interval, the first antenna of `refants` with at least one unflagged channel in
+    every par is used; a par with no unflagged solution anywhere in `gains` is ignored for
+    that test (CASA: "if pol 2 has no unflagged solutions, only pol 1 decides"). Channels
+    where the chosen refant is flagged or has |g| < FLT_EPSILON are not rotated. This is
+    CASA's ``refantmode='strict'``-like per-interval choice without phase continuity; the
+    'flex' choice list and continuity across intervals are the driver's job.
+    """
+    n_int, n_ant, n_ch, n_par = gains.shape
+    refant_used = np.full(n_int, -1, np.int32)
+    par_active = np.zeros(n_par, np.bool_)
+    for it in range(n_int):
+        for a in range(n_ant):
+            for c in range(n_ch):
+                for j in range(n_par):
+                    if not flag[it, a, c, j]:
+                        par_active[j] = True
+    eps = 1.1920929e-07
+    for it in range(n_int):
+        ref = -1
+        for i in range(refants.shape[0]):
+            r = refants[i]
+            if r < 0 or r >= n_ant:
+                continue
+            usable = False
+            for j in range(n_par):
+                if not par_active[j]:
+                    continue
+                usable = True
+                any_good = False
+                for c in range(n_ch):
+                    if not flag[it, r, c, j]:
+                        any_good = True
+                        break
+                if not any_good:
+                    usable = False
+                    break
+            if usable:
+                ref = r
+                break
+        refant_used[it] = ref
+        if ref < 0:
+            continue
+        for c in range(n_ch):
+            for j in range(n_par):
+                gr = gains[it, ref, c, j]
+                amp = np.abs(gr)
+                if flag[it, ref, c, j] or amp < eps:
+                    continue
+                ph = gr / amp
+                for a in range(n_ant):
+                    gains[it, a, c, j] = gains[it, a, c, j] / ph
+                gains[it, ref, c, j] = amp  # exactly zero phase on the refant itself
+    return refant_used

@@ -1,0 +1,174 @@
+"""Tests of the reduction kernel (fastcal.kernels.average)."""
+
+import numpy as np
+import pytest
+from reference import baselines, reduce_reference
+
+from fastcal.kernels.average import (
+    average_model,
+    average_point_model,
+    baseline_index,
+    dense_baselines,
+    n_ant_from_n_bl,
+)
+
+N_ANT, N_TIME, N_CHAN, N_CORR = 5, 4, 6, 4
+CORR_INDEX = np.array([0, 3], np.int32)
+CHAN_BIN = np.array([0, 0, 1, 1, 2, -1], np.int32)
+N_OUT, N_INT = 3, 2
+
+
+def make_chunk(seed, jones_chan=N_CHAN, spectral_weight=True, n_rec=2):
+    """A tiny chunk: all baselines incl. autocorrelations, some rows written (q, p)."""
+    rng = np.random.default_rng(seed)
+    rows = [(t, p, q) for t in range(N_TIME) for p in range(N_ANT) for q in range(p, N_ANT)]
+    t, a1, a2 = (np.array(x, np.int32) for x in zip(*rows))
+    swap = rng.random(len(t)) < 0.3
+    a1, a2 = np.where(swap, a2, a1).astype(np.int32), np.where(swap, a1, a2).astype(np.int32)
+    n_row = len(t)
+    shape = (n_row, N_CHAN, N_CORR)
+    data = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+    model = (1 + rng.random(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+    flag = rng.random(shape) < 0.05
+    wshape = (n_row, N_CHAN if spectral_weight else 1, N_CORR)
+    weight = rng.uniform(-0.2, 2.0, wshape).astype(np.float32)
+    interval = (t // 2).astype(np.int32)
+    interval[rng.random(n_row) < 0.1] = -1
+    jshape = (N_TIME, N_ANT, jones_chan, n_rec)
+    jones = (1 + 0.3 * rng.standard_normal(jshape)
+             + 0.3j * rng.standard_normal(jshape)).astype(np.complex64)
+    jones_flag = rng.random(jshape) < 0.05
+    return dict(data=data, model=model, flag=flag, weight=weight, ant1=a1, ant2=a2,
+                interval_idx=interval, jones=jones, jones_flag=jones_flag,
+                jones_time_idx=t.astype(np.int32))
+
+
+def empty_sums():
+    shape = (N_INT, N_ANT * (N_ANT - 1) // 2, N_OUT, len(CORR_INDEX))
+    return np.zeros(shape, np.complex128), np.zeros(shape), np.zeros(shape, np.int64)
+
+
+def run_kernel(c, calwt=True, use_jones=True, rows=slice(None), sums=None):
+    vis, wt, n = sums if sums is not None else empty_sums()
+    jones, jflag = c["jones"], c["jones_flag"]
+    if not use_jones:
+        jones, jflag = jones[:0], jflag[:0]
+    average_model(c["data"][rows], c["model"][rows], c["flag"][rows], c["weight"][rows],
+                  c["ant1"][rows], c["ant2"][rows], c["interval_idx"][rows], CHAN_BIN,
+                  CORR_INDEX, jones, jflag, c["jones_time_idx"][rows], calwt, vis, wt, n)
+    return vis, wt, n
+
+
+def run_reference(c, calwt=True, use_jones=True, model_spec=None):
+    jones = c["jones"] if use_jones else c["jones"][:0]
+    return reduce_reference(c["data"], c["model"], c["flag"], c["weight"], c["ant1"],
+                            c["ant2"], c["interval_idx"], CHAN_BIN, CORR_INDEX, jones,
+                            c["jones_flag"], c["jones_time_idx"], calwt, N_INT, N_ANT, N_OUT,
+                            model_spec=model_spec)
+
+
+def test_dense_baseline_layout_matches_index():
+    a1, a2 = dense_baselines(7)
+    assert [baseline_index(p, q, 7) for p, q in zip(a1, a2)] == list(range(21))
+    np.testing.assert_array_equal(a1, baselines(7)[0])
+    assert n_ant_from_n_bl(21) == 7
+    with pytest.raises(ValueError, match="20 baselines"):
+        n_ant_from_n_bl(20)
+
+
+@pytest.mark.parametrize("use_jones", [False, True])
+@pytest.mark.parametrize("calwt", [False, True])
+@pytest.mark.parametrize("jones_chan,spectral_weight,n_rec",
+                         [(N_CHAN, True, 2), (1, False, 1)])
+def test_matches_reference(use_jones, calwt, jones_chan, spectral_weight, n_rec):
+    c = make_chunk(1, jones_chan=jones_chan, spectral_weight=spectral_weight, n_rec=n_rec)
+    vis, wt, n = run_kernel(c, calwt=calwt, use_jones=use_jones)
+    rvis, rwt, rn = run_reference(c, calwt=calwt, use_jones=use_jones)
+    np.testing.assert_array_equal(n, rn)
+    np.testing.assert_allclose(vis, rvis, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(wt, rwt, rtol=1e-12, atol=1e-12)
+    assert n.sum() > 0 and (n == 0).any()  # the fixture exercises both outcomes
+
+
+def test_chunks_add_exactly():
+    c = make_chunk(2)
+    whole = run_kernel(c)
+    split = empty_sums()
+    for rows in (slice(0, 23), slice(23, None)):
+        run_kernel(c, rows=rows, sums=split)
+    for a, b in zip(whole, split):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_ratio_recovers_the_calibrated_visibility():
+    """V = J_p conj(J_q) M with J pre-applied gives X = V'/M = 1 and calwt weights."""
+    c = make_chunk(3)
+    c["flag"][:] = False
+    c["jones_flag"][:] = False
+    c["weight"] = np.abs(c["weight"]) + np.float32(0.1)
+    jones = c["jones"].astype(np.complex128)
+    jp = jones[c["jones_time_idx"], c["ant1"]]  # (row, chan, rec)
+    jq = jones[c["jones_time_idx"], c["ant2"]]
+    rec = np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])  # XX XY YX YY receptors
+    gains = jp[:, :, rec[0]] * np.conj(jq[:, :, rec[1]])
+    c["data"] = (gains * c["model"]).astype(np.complex64)
+    vis, wt, n = run_kernel(c)
+    good = wt > 0
+    np.testing.assert_allclose(vis[good] / wt[good], 1.0, atol=2e-6)
+    # calwt: sum of w |M|^2 |J_p J_q|^2 over the samples of one output cell
+    cross = c["ant1"] != c["ant2"]
+    row = np.flatnonzero(cross & (c["interval_idx"] == 0))
+    sel = row[(c["ant1"][row] == 0) & (c["ant2"][row] == 1) | (c["ant1"][row] == 1)
+              & (c["ant2"][row] == 0)]
+    expect = sum(float(c["weight"][r, ch, 0]) * abs(complex(c["model"][r, ch, 0])) ** 2
+                 * abs(complex(gains[r, ch, 0])) ** 2 for r in sel for ch in (0, 1))
+    assert wt[0, 0, 0, 0] == pytest.approx(expect, rel=1e-9)
+    assert n[0, 0, 0, 0] == 2 * len(sel)
+
+
+def test_any_flagged_correlation_excludes_all():
+    """corrdepflags=False: flagging only XY of one sample removes its XX and YY."""
+    c = make_chunk(4)
+    c["flag"][:] = False
+    c["weight"] = np.abs(c["weight"]) + np.float32(0.1)
+    base = run_kernel(c, use_jones=False)[2]
+    r = int(np.flatnonzero((c["ant1"] != c["ant2"]) & (c["interval_idx"] == 1))[0])
+    c["flag"][r, 2, 1] = True  # channel 2 -> bin 1, cross-hand only
+    after = run_kernel(c, use_jones=False)[2]
+    diff = base - after
+    assert diff.sum() == 2 and (diff[1, :, 1, :] == 1).all(axis=-1).sum() == 1
+
+
+def test_point_model_equals_broadcast_array_model():
+    c = make_chunk(5)
+    rng = np.random.default_rng(5)
+    spec = rng.uniform(0.5, 2.0, (N_CHAN, 2)).astype(np.float32).astype(np.float64)
+    c["model"][:] = 0
+    c["model"][:, :, CORR_INDEX] = spec[None].astype(np.complex64)
+    array_sums = run_kernel(c)
+    point_sums = empty_sums()
+    average_point_model(c["data"], spec, c["flag"], c["weight"], c["ant1"], c["ant2"],
+                        c["interval_idx"], CHAN_BIN, CORR_INDEX, c["jones"], c["jones_flag"],
+                        c["jones_time_idx"], True, *point_sums)
+    for a, b in zip(array_sums, point_sums):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(point_sums[0],
+                               run_reference(c, model_spec=spec)[0], rtol=1e-12, atol=1e-12)
+
+
+def test_inconsistent_shapes_raise():
+    c = make_chunk(6)
+    with pytest.raises(ValueError, match="corr_index entries"):
+        average_model(c["data"], c["model"], c["flag"], c["weight"], c["ant1"], c["ant2"],
+                      c["interval_idx"], CHAN_BIN, np.array([0, 4], np.int32), c["jones"],
+                      c["jones_flag"], c["jones_time_idx"], True, *empty_sums())
+    vis, wt, n = (a[:, :7] for a in empty_sums())
+    with pytest.raises(ValueError, match="dense baselines"):
+        average_model(c["data"], c["model"], c["flag"], c["weight"], c["ant1"], c["ant2"],
+                      c["interval_idx"], CHAN_BIN, CORR_INDEX, c["jones"], c["jones_flag"],
+                      c["jones_time_idx"], True, vis.copy(), wt.copy(), n.copy())
+    with pytest.raises(ValueError, match="model_spec must be"):
+        average_point_model(c["data"], np.ones((N_CHAN, 3)), c["flag"], c["weight"],
+                            c["ant1"], c["ant2"], c["interval_idx"], CHAN_BIN, CORR_INDEX,
+                            c["jones"], c["jones_flag"], c["jones_time_idx"], True,
+                            *empty_sums())

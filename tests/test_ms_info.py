@@ -1,0 +1,151 @@
+"""open_ms / MSInfo on the tiny simulated MS, checked against plain casacore reads."""
+
+from __future__ import annotations
+
+import casacore.tables as ct
+import numpy as np
+import pytest
+
+from fastcal.ms import PolInfo, format_mjd_s, open_ms, require_parallel_hands
+from fastcal.ms.info import REQUIRED_COLUMNS
+
+
+@pytest.fixture(scope="module")
+def info(tiny_ms):
+    return open_ms(tiny_ms[0])
+
+
+@pytest.fixture(scope="module")
+def main_cols(tiny_ms):
+    with ct.table(str(tiny_ms[0]), ack=False) as t:
+        return {c: t.getcol(c) for c in ("TIME", "ANTENNA1", "ANTENNA2", "DATA_DESC_ID",
+                                          "FIELD_ID", "SCAN_NUMBER", "STATE_ID", "OBSERVATION_ID")}
+
+
+def test_subtables_match_truth(info, tiny_ms):
+    _, truth = tiny_ms
+    assert info.antenna_names == tuple(truth.antenna_names)
+    assert info.field_names == tuple(truth.field_names)
+    assert info.telescope_name == "ALMA"
+    assert info.has_syscal and not info.has_weight_spectrum
+    for spw in info.spws:
+        assert spw.chan_freq.shape == spw.chan_width.shape == (spw.num_chan,)
+        assert np.all(np.diff(spw.chan_freq) * spw.net_sideband >= 0) or spw.net_sideband == 0
+    for a in info.antennas:
+        assert a.position.shape == (3,) and 6.3e6 < np.linalg.norm(a.position) < 6.4e6
+
+
+def test_index_columns_equal_getcol(info, main_cols):
+    idx = info.index
+    pairs = [("time", "TIME"), ("antenna1", "ANTENNA1"), ("antenna2", "ANTENNA2"),
+             ("ddid", "DATA_DESC_ID"), ("field_id", "FIELD_ID"), ("scan", "SCAN_NUMBER"),
+             ("state_id", "STATE_ID"), ("observation_id", "OBSERVATION_ID")]
+    for attr, col in pairs:
+        np.testing.assert_array_equal(getattr(idx, attr), main_cols[col])
+    assert not idx.time.flags.writeable
+    assert info.n_rows == main_cols["TIME"].size
+    assert info.time_range == (main_cols["TIME"].min(), main_cols["TIME"].max())
+
+
+def test_scans_match_naive_reference(info, main_cols):
+    """The vectorised scan table equals a per-scan Python loop over the index columns."""
+    scan, obs = main_cols["SCAN_NUMBER"], main_cols["OBSERVATION_ID"]
+    assert sum(s.n_rows for s in info.scans) == info.n_rows
+    assert len(info.scans) == len(set(zip(obs.tolist(), scan.tolist())))
+    for s in info.scans:
+        m = (scan == s.number) & (obs == s.observation_id)
+        assert s.n_rows == m.sum()
+        assert s.field_ids == tuple(np.unique(main_cols["FIELD_ID"][m]))
+        assert s.state_ids == tuple(np.unique(main_cols["STATE_ID"][m]))
+        assert s.ddids == tuple(np.unique(main_cols["DATA_DESC_ID"][m]))
+        assert s.spw_ids == tuple(sorted({info.ddescs[d].spw_id for d in s.ddids}))
+        assert (s.start, s.end) == (main_cols["TIME"][m].min(), main_cols["TIME"][m].max())
+        tokens = {tok for st in s.state_ids for tok in info.states[st].intents}
+        assert set(s.intents) == tokens
+    starts = [s.start for s in info.scans]
+    assert starts == sorted(starts)
+
+
+def test_spw_roles(info, tiny_ms):
+    _, truth = tiny_ms
+    roles = info.spw_roles
+    assert roles[truth.wvr_spw_id] == "wvr"
+    assert info.spws[truth.wvr_spw_id].num_chan == 4
+    atm = set(info.scans_with_intent("CALIBRATE_ATMOSPHERE*"))
+    for spw_id, role in roles.items():
+        used = [s for s in info.scans if spw_id in s.spw_ids]
+        if role == "tsys":
+            assert used and all(s.number in atm for s in used)
+        if role == "science":
+            assert any(s.number not in atm for s in used)
+    assert len(info.spws_with_role("science")) == truth.config.n_spw
+    assert info.spws_with_role("tsys")
+
+
+def test_lookups(info):
+    f = info.fields[1]
+    assert info.field_ids(f.name) == (f.id,)
+    assert f.id in info.field_ids(f.name[:3] + "*")
+    assert info.field_ids("no-such-field") == ()
+    a = info.antennas[2]
+    assert info.antenna_id(a.name) == a.id
+    with pytest.raises(KeyError, match="valid: " + info.antennas[0].name):
+        info.antenna_id("XX99")
+    for d in info.ddescs:
+        assert d.id in info.ddids_for_spw(d.spw_id)
+        assert info.ddescs[info.ddid_for_spw(d.spw_id)].spw_id == d.spw_id
+    assert info.ddid_for_spw(len(info.spws) + 5) == -1
+    bp = info.scans_with_intent("*BANDPASS*")
+    assert bp and all(any("BANDPASS" in i for i in s.intents) for s in info.scans if s.number in bp)
+
+
+def test_summary_lists_everything(info):
+    text = info.summary()
+    assert str(info) == text
+    for name in info.field_names + info.antenna_names:
+        assert name in text
+    for s in info.scans:
+        assert any(line.split()[:1] == [str(s.number)] and ",".join(s.intents) in line
+                   for line in text.splitlines())
+    for spw in info.spws:
+        assert spw.name in text
+    assert format_mjd_s(info.time_range[0]) in text
+
+
+def test_open_ms_reads_only_metadata(tiny_ms, monkeypatch):
+    """open_ms reads the scalar index columns (and FLAG_ROW) of the main table, nothing else."""
+    read: list[tuple[str, str]] = []
+    for meth in ("getcol", "getcolnp", "getcell", "getcolslice", "getvarcol"):
+        orig = getattr(ct.table, meth)
+
+        def spy(self, column, *args, _orig=orig, **kw):
+            read.append((self.name(), column))
+            return _orig(self, column, *args, **kw)
+
+        monkeypatch.setattr(ct.table, meth, spy)
+    open_ms(tiny_ms[0])
+    main = str(tiny_ms[0].resolve()) if hasattr(tiny_ms[0], "resolve") else str(tiny_ms[0])
+    main_cols = {c for t, c in read if t.rstrip("/") == main.rstrip("/")}
+    assert main_cols and main_cols <= set(REQUIRED_COLUMNS) - {"FLAG", "WEIGHT"}
+
+
+def test_open_ms_passes_msinfo_through(info):
+    assert open_ms(info) is info
+
+
+def test_require_parallel_hands(info):
+    dual = next(p for p in info.pols if p.num_corr == 2)
+    assert dual.corr_names == ("XX", "YY") and dual.basis == "linear"
+    assert require_parallel_hands(dual) == (0, 1)
+    assert require_parallel_hands(PolInfo(0, (9, 10, 11, 12), ("XX", "XY", "YX", "YY"))) == (0, 3)
+    assert require_parallel_hands(PolInfo(0, (5, 8), ("RR", "LL"))) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    "mjd_s, text",
+    [(0.0, "1858/11/17/00:00:00.0"), (51544.5 * 86400.0, "2000/01/01/12:00:00.0"),
+     (51544.5 * 86400.0 + 59.96, "2000/01/01/12:01:00.0")],
+)
+def test_format_mjd_s(mjd_s, text):
+    assert format_mjd_s(mjd_s) == text
+    assert format_mjd_s(mjd_s, date=False) == text.split("/")[-1]
