@@ -8,7 +8,9 @@ dropped from the cache, so the figures measure casacore decoding + memory traffi
 disk. The floor is one thread calling ``getcolnp`` for DATA, FLAG and WEIGHT on the same rows,
 in the same row blocks, into freshly allocated arrays. read_chunks returns more than that (FLAG
 merged with FLAG_ROW, WEIGHT expanded to (row, chan, corr)), and is timed including building
-the chunks from an already opened MSInfo (open_ms is timed separately). Each figure is the best of ``--repeat`` runs. Results are printed, never saved.
+the chunks from an already opened MSInfo (open_ms is timed separately). The methods run
+interleaved ``--repeat`` times and each figure is the best run, so that changes in the load of a
+shared machine hit all methods alike. Results are printed, never saved.
 """
 
 from __future__ import annotations
@@ -97,10 +99,6 @@ def run_iter_blocks(info, chunk_bytes: int) -> float:
     return time.perf_counter() - t0
 
 
-def best(fn, repeat: int):
-    return min(fn() for _ in range(repeat))
-
-
 def machine() -> str:
     cpu = platform.processor() or "?"
     try:
@@ -118,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--ms", help="existing Measurement Set")
     g.add_argument("--make-gb", type=float, help="simulate an MS of about this many GB in a temp dir")
     p.add_argument("--chunk-mb", type=float, default=DEFAULT_CHUNK_BYTES / 2**20, help="read_chunks chunk_bytes (MiB)")
-    p.add_argument("--repeat", type=int, default=3, help="runs per figure (best is reported)")
+    p.add_argument("--repeat", type=int, default=5, help="runs per figure (best is reported)")
     args = p.parse_args(argv)
 
     tmp = None
@@ -144,14 +142,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"MS      : {path}: {size / 1e9:.2f} GB on disk, {info.n_rows} rows, "
               f"{len(chunks)} chunks, {sum(c.n_blocks for c in chunks)} blocks, "
               f"chunk_bytes {args.chunk_mb:g} MiB")
-        print(f"cache   : warm (every file read once before timing; nothing dropped); best of {args.repeat}")
+        print(f"cache   : warm (every file read once before timing; nothing dropped); best of {args.repeat} interleaved runs")
         print(f"open_ms : {open_s:.3f} s (metadata + index columns, once; not in the figures below)")
-        floor_s = best(lambda: run_floor(path, blocks)[0], args.repeat)
         nbytes = run_floor(path, blocks)[1]
-        rows = [("getcolnp DATA,FLAG,WEIGHT (floor)", 1, floor_s)]
-        for k in (1, 2):
-            rows.append(("read_chunks + dask.compute", k, best(lambda: run_dask(info, k, chunk_bytes), args.repeat)))
-        rows.append(("iter_blocks (NumPy, no dask)", 1, best(lambda: run_iter_blocks(info, chunk_bytes), args.repeat)))
+        methods = [
+            ("getcolnp DATA,FLAG,WEIGHT (floor)", 1, lambda: run_floor(path, blocks)[0]),
+            ("read_chunks + dask.compute", 1, lambda: run_dask(info, 1, chunk_bytes)),
+            ("read_chunks + dask.compute", 2, lambda: run_dask(info, 2, chunk_bytes)),
+            ("iter_blocks (NumPy, no dask)", 1, lambda: run_iter_blocks(info, chunk_bytes)),
+        ]
+        times = [[] for _ in methods]
+        for _ in range(args.repeat):  # interleaved, so a change in machine load hits all alike
+            for k, (_, _, fn) in enumerate(methods):
+                times[k].append(fn())
+        rows = [(name, k, min(ts)) for (name, k, _), ts in zip(methods, times)]
+        floor_s = rows[0][2]
         print(f"columns : {', '.join(COLUMNS)}; {nbytes / 1e6:.0f} MB as stored (MB/s below use this)")
         print()
         print(f"{'method':<36} {'threads':>7} {'wall_s':>8} {'MB/s':>8} {'floor/this':>11}")

@@ -205,6 +205,12 @@ def _normal_equations(vis, wt, it, k, ant1, ant2, dfac, tau, theta, pidx, amat, 
         amat.fill(0.0)
         bvec.fill(0.0)
     zbuf = np.empty(n_chan, np.complex128)
+    # on a regular grid exp(-i phi) is advanced by one complex multiply per channel
+    dstep = (dfac[n_chan - 1] - dfac[0]) / (n_chan - 1) if n_chan > 1 else 0.0
+    regular = n_chan > 1
+    for c in range(n_chan):
+        if abs(dfac[c] - dfac[0] - c * dstep) > 1e-9 * abs(dstep):
+            regular = False
     chi2 = 0.0
     n_wt = 0
     n_amp = 0
@@ -218,14 +224,22 @@ def _normal_equations(vis, wt, it, k, ant1, ant2, dfac, tau, theta, pidx, amat, 
         sw = 0.0
         swz = 0.0
         nb = 0
+        ph0 = dt * dfac[0] + dth
+        rot = np.complex128(np.cos(dt * dstep) - 1j * np.sin(dt * dstep))
+        e = np.complex128(np.cos(ph0) - 1j * np.sin(ph0))
         for c in range(n_chan):
+            if regular:
+                ec = e
+                e *= rot
+            else:
+                ph = dt * dfac[c] + dth
+                ec = np.complex128(np.cos(ph) - 1j * np.sin(ph))
             w = wt[it, b, c, k]
             x = vis[it, b, c, k]
             if not (w > 0.0) or not (np.isfinite(x.real) and np.isfinite(x.imag)):
                 zbuf[c] = 0.0
                 continue
-            ph = dt * dfac[c] + dth
-            z = x * np.complex128(np.cos(ph) - 1j * np.sin(ph))
+            z = x * ec
             zbuf[c] = z
             sw += w
             swz += w * z.real

@@ -8,9 +8,11 @@ column                     dtype        content
 ========================== ============ =====================================================
 DATA, MODEL_DATA,          complex64    visibilities of the selected channels
 CORRECTED_DATA
-FLAG                       bool         FLAG | FLAG_ROW
+FLAG                       bool         FLAG | FLAG_ROW (FLAG_ROW as of read_chunks)
 WEIGHT                     float32      WEIGHT_SPECTRUM if it holds values, else WEIGHT
-                                        broadcast over channels; shape (row, chan, corr)
+                                        broadcast over channels; shape (row, chan, corr);
+                                        READ-ONLY blocks (without WEIGHT_SPECTRUM a
+                                        zero-copy view with stride 0 along chan)
 UVW                        float64      shape (row, 3), metres
 ========================== ============ =====================================================
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +41,6 @@ from typing import Any
 import casacore.tables as ct
 import dask.array as da
 import numpy as np
-from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from fastcal.errors import MissingColumnError, MSError, ParameterError
@@ -294,13 +296,15 @@ def _read_column(handle: _TableHandle, column: str, plan: _ChanPlan, b: _BlockPl
     if column == "WEIGHT" and not has_wtsp:
         w = _read_cells(handle, "WEIGHT", None, b, np.dtype(np.float32), (ncorr,))
         nsel = plan.index.size if plan.kind == "index" else plan.n_read
-        return np.repeat(w[:, None, :], nsel, axis=1)  # ~20x faster than a broadcast assignment
+        return np.broadcast_to(w[:, None, :], (b.nrow, nsel, ncorr))  # read-only, no copy
     src = {"WEIGHT": "WEIGHT_SPECTRUM"}.get(column, column)
     out = _read_cells(handle, src, plan, b, READABLE_COLUMNS[column], (plan.n_read, ncorr))
     if plan.kind == "index":
         out = np.ascontiguousarray(out[:, plan.index])
     if column == "FLAG" and b.flag_row.any():
         out[b.flag_row] = True
+    if column == "WEIGHT":
+        out.setflags(write=False)  # read-only with or without WEIGHT_SPECTRUM
     return out
 
 
@@ -419,8 +423,9 @@ def read_chunks(
         raise ParameterError(f"chunk_bytes={chunk_bytes!r} is invalid; valid: a positive integer")
     rows = select_rows(info, sel, include_autocorr=include_autocorr)
     flag_row = _current_flag_row(info, handle)
+    token = uuid.uuid4().hex  # dask key prefix, unique per call
     chunks = [
-        _make_chunk(info, sel, handle, cols, grows, max_rows, chunk_bytes, has_wtsp, flag_row)
+        _make_chunk(info, sel, handle, token, cols, grows, max_rows, chunk_bytes, has_wtsp, flag_row)
         for grows in _group_rows(info, rows)
     ]
     chunks.sort(key=lambda c: (float(c.time[0]), c.ddid))
@@ -459,7 +464,7 @@ def _group_rows(info: MSInfo, rows: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def _make_chunk(info: MSInfo, sel: Selection, handle: _TableHandle, cols: tuple[str, ...],
+def _make_chunk(info: MSInfo, sel: Selection, handle: _TableHandle, token: str, cols: tuple[str, ...],
                 rows: np.ndarray, max_rows: int | None, chunk_bytes: int, has_wtsp: bool,
                 flag_row: np.ndarray) -> Chunk:
     idx = info.index
@@ -479,7 +484,7 @@ def _make_chunk(info: MSInfo, sel: Selection, handle: _TableHandle, cols: tuple[
         starts, lens = _runs(rows[a:b])
         blocks.append(_BlockPlan(a, b - a, starts, lens, flag_row[rows[a:b]]))
     row_chunks = tuple(bp.nrow for bp in blocks)
-    token = tokenize(info.path, ddid, int(idx.field_id[r0]), int(idx.scan[r0]), rows, chans, row_chunks)
+    token = f"{token}-{ddid}-{int(idx.field_id[r0])}-{int(idx.scan[r0])}-{int(idx.observation_id[r0])}"
     arrays = {}
     for c in cols:
         name = f"fastcal-{c.lower()}-{token}"

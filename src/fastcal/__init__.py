@@ -1,0 +1,77 @@
+"""fastcal: fast, CASA-compatible calibration of ALMA-like Measurement Sets.
+
+The public API is re-exported here. Submodules are imported on first use, so
+``import fastcal`` stays fast (the Numba kernels compile, or load from cache, only when a
+solver is first called).
+
+Data flow: :func:`open_ms` / :func:`read_chunks` (``fastcal.ms``) → kernels
+(``fastcal.kernels``) → :class:`CalTable` (``fastcal.caltable``) → applycal.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from fastcal.errors import (
+    ApplyError,
+    CalTableError,
+    FastcalError,
+    MissingColumnError,
+    MSError,
+    MSNotFoundError,
+    NotAnMSError,
+    ParameterError,
+    SelectionError,
+    SolveError,
+    UnsupportedError,
+)
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    # Measurement Set access
+    "open_ms": "fastcal.ms",
+    "MSInfo": "fastcal.ms",
+    "parse_selection": "fastcal.ms",
+    "read_chunks": "fastcal.ms",
+    "iter_blocks": "fastcal.ms",
+    # calibration tables
+    "CalTable": "fastcal.caltable",
+    "read_caltable": "fastcal.caltable",
+    "as_caltable": "fastcal.caltable",
+    # simulator
+    "simulate": "fastcal.simulate",
+    "SimConfig": "fastcal.simulate",
+    "load_truth": "fastcal.simulate",
+}
+
+__all__ = [
+    "__version__",
+    "FastcalError",
+    "MSError",
+    "MSNotFoundError",
+    "NotAnMSError",
+    "MissingColumnError",
+    "UnsupportedError",
+    "SelectionError",
+    "ParameterError",
+    "CalTableError",
+    "SolveError",
+    "ApplyError",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fastcal' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
