@@ -27,7 +27,7 @@ def reduction_chunk(n_ant=16, n_time=20, n_chan=512, n_corr=2, seed=1):
     """An MS-like chunk: every baseline incl. autocorrelations, WEIGHT (not spectral)."""
     rng = np.random.default_rng(seed)
     rows = [(t, p, q) for t in range(n_time) for p in range(n_ant) for q in range(p, n_ant)]
-    t, a1, a2 = (np.array(x, np.int32) for x in zip(*rows))
+    t, a1, a2 = (np.array(x, np.int32) for x in zip(*rows, strict=True))
     shape = (len(t), n_chan, n_corr)
     data = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
     model = np.ones(shape, np.complex64)

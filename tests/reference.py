@@ -10,7 +10,6 @@ import itertools
 
 import numpy as np
 
-
 # ---------------------------------------------------------------- data generation
 
 def baselines(n_ant):
@@ -99,7 +98,7 @@ def minblperant_reference(blw, ant1, ant2, n_ant, minblperant):
     blw[bl] is the weight sum of each baseline over pols.
     """
     w = np.zeros((n_ant, n_ant))
-    for b, (p, q) in enumerate(zip(ant1, ant2)):
+    for b, (p, q) in enumerate(zip(ant1, ant2, strict=True)):
         w[p, q] += blw[b]
         w[q, p] += blw[b]
     ok = np.ones(n_ant, bool)
@@ -157,7 +156,7 @@ def casa_errors_reference(x, w, ant1, ant2, g, solve_t=False):
     n_ant, n_par = g.shape
     chi2, n_wt = 0.0, 0
     hess = np.zeros((n_ant, n_par))
-    for b, (p, q) in enumerate(zip(ant1, ant2)):
+    for b, (p, q) in enumerate(zip(ant1, ant2, strict=True)):
         for k in range(x.shape[1]):
             if w[b, k] > 0:
                 j = 0 if solve_t else k

@@ -22,7 +22,7 @@ def make_chunk(seed, jones_chan=N_CHAN, spectral_weight=True, n_rec=2):
     """A tiny chunk: all baselines incl. autocorrelations, some rows written (q, p)."""
     rng = np.random.default_rng(seed)
     rows = [(t, p, q) for t in range(N_TIME) for p in range(N_ANT) for q in range(p, N_ANT)]
-    t, a1, a2 = (np.array(x, np.int32) for x in zip(*rows))
+    t, a1, a2 = (np.array(x, np.int32) for x in zip(*rows, strict=True))
     swap = rng.random(len(t)) < 0.3
     a1, a2 = np.where(swap, a2, a1).astype(np.int32), np.where(swap, a1, a2).astype(np.int32)
     n_row = len(t)
@@ -69,7 +69,7 @@ def run_reference(c, calwt=True, use_jones=True, model_spec=None):
 
 def test_dense_baseline_layout_matches_index():
     a1, a2 = dense_baselines(7)
-    assert [baseline_index(p, q, 7) for p, q in zip(a1, a2)] == list(range(21))
+    assert [baseline_index(p, q, 7) for p, q in zip(a1, a2, strict=True)] == list(range(21))
     np.testing.assert_array_equal(a1, baselines(7)[0])
     assert n_ant_from_n_bl(21) == 7
     with pytest.raises(ValueError, match="20 baselines"):
@@ -96,7 +96,7 @@ def test_chunks_add_exactly():
     split = empty_sums()
     for rows in (slice(0, 23), slice(23, None)):
         run_kernel(c, rows=rows, sums=split)
-    for a, b in zip(whole, split):
+    for a, b in zip(whole, split, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -150,7 +150,7 @@ def test_point_model_equals_broadcast_array_model():
     average_point_model(c["data"], spec, c["flag"], c["weight"], c["ant1"], c["ant2"],
                         c["interval_idx"], CHAN_BIN, CORR_INDEX, c["jones"], c["jones_flag"],
                         c["jones_time_idx"], True, *point_sums)
-    for a, b in zip(array_sums, point_sums):
+    for a, b in zip(array_sums, point_sums, strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(point_sums[0],
                                run_reference(c, model_spec=spec)[0], rtol=1e-12, atol=1e-12)

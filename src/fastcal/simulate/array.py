@@ -284,7 +284,9 @@ def alma_layout(
     enu = np.column_stack([en, up])
     positions = enu_to_itrf(enu)
     pool = _antenna_name_pool()
-    names = [pool[i] for i in np.sort(rng.choice(len(pool), size=n_ant, replace=False))]
+    n_real = len(pool) - 10  # real ALMA names first; the fictitious extras only when needed
+    n_pool = n_real if n_ant <= n_real else len(pool)
+    names = [pool[i] for i in np.sort(rng.choice(n_pool, size=n_ant, replace=False))]
     stations = _pad_names(en, 0.5 * np.hypot(*(en.max(0) - en.min(0))), rng)
     return AntennaLayout(
         names=names,
