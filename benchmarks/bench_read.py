@@ -8,7 +8,9 @@ dropped from the cache, so the figures measure casacore decoding + memory traffi
 disk. The floor is one thread calling ``getcolnp`` for DATA, FLAG and WEIGHT on the same rows,
 in the same row blocks, into freshly allocated arrays. read_chunks returns more than that (FLAG
 merged with FLAG_ROW, WEIGHT expanded to (row, chan, corr)), and is timed including building
-the chunks from an already opened MSInfo (open_ms is timed separately). The methods run
+the chunks from an already opened MSInfo (open_ms is timed separately). "dask arrays" computes
+one trivial task per block of every ``Chunk.arrays`` column; "delayed read_block" runs one
+``dask.delayed`` task per block that reads all three columns (the pattern drivers should use). The methods run
 interleaved ``--repeat`` times and each figure is the best run, so that changes in the load of a
 shared machine hit all methods alike. Results are printed, never saved.
 """
@@ -28,7 +30,7 @@ import casacore.tables as ct
 import dask
 import numpy as np
 
-from fastcal.ms import DEFAULT_CHUNK_BYTES, iter_blocks, open_ms, read_chunks
+from fastcal.ms import DEFAULT_CHUNK_BYTES, iter_blocks, open_ms, read_block, read_chunks
 
 COLUMNS = ("DATA", "FLAG", "WEIGHT")
 
@@ -50,7 +52,9 @@ def floor_blocks(chunks) -> list[tuple[int, int, int, int]]:
     for c in chunks:
         nchan, ncorr = c.n_chan, c.n_corr
         for b in c._blocks:
-            out += [(int(s), int(n), nchan, ncorr) for s, n in zip(b.run_start, b.run_len)]
+            out += [
+                (int(s), int(n), nchan, ncorr) for s, n in zip(b.run_start, b.run_len, strict=True)
+            ]
     return out
 
 
@@ -84,11 +88,28 @@ def run_dask(info, threads: int, chunk_bytes: int) -> float:
     chunks = read_chunks(info, COLUMNS, chunk_bytes=chunk_bytes)
     lazy = [
         dask.delayed(_touch)(blk)
-        for c in chunks for a in c.arrays.values() for blk in a.to_delayed(optimize_graph=False).ravel()
+        for c in chunks
+        for a in c.arrays.values()
+        for blk in a.to_delayed(optimize_graph=False).ravel()
     ]
     total = sum(dask.compute(*lazy, scheduler="threads", num_workers=threads, optimize_graph=False))
     dt = time.perf_counter() - t0
     assert total == sum(c.n_row for c in chunks) * len(COLUMNS)
+    return dt
+
+
+def _read_whole_block(chunk, i: int) -> int:
+    return read_block(chunk, i)["DATA"].shape[0]
+
+
+def run_delayed_blocks(info, threads: int, chunk_bytes: int) -> float:
+    """read_chunks + one dask.delayed task per block calling read_block (the driver pattern)."""
+    t0 = time.perf_counter()
+    chunks = read_chunks(info, COLUMNS, chunk_bytes=chunk_bytes)
+    lazy = [dask.delayed(_read_whole_block)(c, i) for c in chunks for i in range(c.n_blocks)]
+    total = sum(dask.compute(*lazy, scheduler="threads", num_workers=threads))
+    dt = time.perf_counter() - t0
+    assert total == sum(c.n_row for c in chunks)
     return dt
 
 
@@ -106,16 +127,27 @@ def machine() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return (f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, numpy {np.__version__}, "
-            f"python-casacore {casacore.__version__}, dask {dask.__version__}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, numpy {np.__version__}, "
+        f"python-casacore {casacore.__version__}, dask {dask.__version__}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--ms", help="existing Measurement Set")
-    g.add_argument("--make-gb", type=float, help="simulate an MS of about this many GB in a temp dir")
-    p.add_argument("--chunk-mb", type=float, default=DEFAULT_CHUNK_BYTES / 2**20, help="read_chunks chunk_bytes (MiB)")
+    g.add_argument(
+        "--make-gb", type=float, help="simulate an MS of about this many GB in a temp dir"
+    )
+    p.add_argument(
+        "--chunk-mb",
+        type=float,
+        default=DEFAULT_CHUNK_BYTES / 2**20,
+        help="read_chunks chunk_bytes (MiB)",
+    )
     p.add_argument("--repeat", type=int, default=5, help="runs per figure (best is reported)")
     args = p.parse_args(argv)
 
@@ -139,25 +171,43 @@ def main(argv: list[str] | None = None) -> int:
         chunks = read_chunks(info, COLUMNS, chunk_bytes=chunk_bytes)
         blocks = floor_blocks(chunks)
         print(f"machine : {machine()}")
-        print(f"MS      : {path}: {size / 1e9:.2f} GB on disk, {info.n_rows} rows, "
-              f"{len(chunks)} chunks, {sum(c.n_blocks for c in chunks)} blocks, "
-              f"chunk_bytes {args.chunk_mb:g} MiB")
-        print(f"cache   : warm (every file read once before timing; nothing dropped); best of {args.repeat} interleaved runs")
-        print(f"open_ms : {open_s:.3f} s (metadata + index columns, once; not in the figures below)")
+        print(
+            f"MS      : {path}: {size / 1e9:.2f} GB on disk, {info.n_rows} rows, "
+            f"{len(chunks)} chunks, {sum(c.n_blocks for c in chunks)} blocks, "
+            f"chunk_bytes {args.chunk_mb:g} MiB"
+        )
+        print(
+            f"cache   : warm (every file read once before timing; nothing dropped); best of {args.repeat} interleaved runs"
+        )
+        print(
+            f"open_ms : {open_s:.3f} s (metadata + index columns, once; not in the figures below)"
+        )
         nbytes = run_floor(path, blocks)[1]
         methods = [
             ("getcolnp DATA,FLAG,WEIGHT (floor)", 1, lambda: run_floor(path, blocks)[0]),
-            ("read_chunks + dask.compute", 1, lambda: run_dask(info, 1, chunk_bytes)),
-            ("read_chunks + dask.compute", 2, lambda: run_dask(info, 2, chunk_bytes)),
+            ("read_chunks, dask arrays", 1, lambda: run_dask(info, 1, chunk_bytes)),
+            ("read_chunks, dask arrays", 2, lambda: run_dask(info, 2, chunk_bytes)),
+            (
+                "read_chunks, delayed read_block",
+                1,
+                lambda: run_delayed_blocks(info, 1, chunk_bytes),
+            ),
+            (
+                "read_chunks, delayed read_block",
+                2,
+                lambda: run_delayed_blocks(info, 2, chunk_bytes),
+            ),
             ("iter_blocks (NumPy, no dask)", 1, lambda: run_iter_blocks(info, chunk_bytes)),
         ]
         times = [[] for _ in methods]
         for _ in range(args.repeat):  # interleaved, so a change in machine load hits all alike
             for k, (_, _, fn) in enumerate(methods):
                 times[k].append(fn())
-        rows = [(name, k, min(ts)) for (name, k, _), ts in zip(methods, times)]
+        rows = [(name, k, min(ts)) for (name, k, _), ts in zip(methods, times, strict=True)]
         floor_s = rows[0][2]
-        print(f"columns : {', '.join(COLUMNS)}; {nbytes / 1e6:.0f} MB as stored (MB/s below use this)")
+        print(
+            f"columns : {', '.join(COLUMNS)}; {nbytes / 1e6:.0f} MB as stored (MB/s below use this)"
+        )
         print()
         print(f"{'method':<36} {'threads':>7} {'wall_s':>8} {'MB/s':>8} {'floor/this':>11}")
         for name, k, dt in rows:

@@ -23,6 +23,7 @@ N_INT = 10  # intervals per solver call; times per interval = call time / N_INT
 
 # ------------------------------------------------------------------ reduction
 
+
 def reduction_chunk(n_ant=16, n_time=20, n_chan=512, n_corr=2, seed=1):
     """An MS-like chunk: every baseline incl. autocorrelations, WEIGHT (not spectral)."""
     rng = np.random.default_rng(seed)
@@ -36,13 +37,26 @@ def reduction_chunk(n_ant=16, n_time=20, n_chan=512, n_corr=2, seed=1):
     jshape = (n_time, n_ant, n_chan, 2)
     jones = (1 + 0.1 * rng.standard_normal(jshape)).astype(np.complex64)
     n_bl = n_ant * (n_ant - 1) // 2
-    sums = (np.zeros((2, n_bl, n_chan // 8, 2), np.complex128),
-            np.zeros((2, n_bl, n_chan // 8, 2)), np.zeros((2, n_bl, n_chan // 8, 2), np.int64))
-    return dict(data=data, model=model, flag=flag, weight=weight, ant1=a1, ant2=a2,
-                interval_idx=(t >= n_time // 2).astype(np.int32),
-                chan_bin=(np.arange(n_chan) // 8).astype(np.int32),
-                corr_index=np.arange(2, dtype=np.int32), jones=jones,
-                jones_flag=np.zeros(jshape, bool), jones_time_idx=t, sums=sums)
+    sums = (
+        np.zeros((2, n_bl, n_chan // 8, 2), np.complex128),
+        np.zeros((2, n_bl, n_chan // 8, 2)),
+        np.zeros((2, n_bl, n_chan // 8, 2), np.int64),
+    )
+    return dict(
+        data=data,
+        model=model,
+        flag=flag,
+        weight=weight,
+        ant1=a1,
+        ant2=a2,
+        interval_idx=(t >= n_time // 2).astype(np.int32),
+        chan_bin=(np.arange(n_chan) // 8).astype(np.int32),
+        corr_index=np.arange(2, dtype=np.int32),
+        jones=jones,
+        jones_flag=np.zeros(jshape, bool),
+        jones_time_idx=t,
+        sums=sums,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +74,25 @@ def _record_throughput(benchmark, c):
 @pytest.mark.parametrize("pre_apply", [False, True], ids=["no-jones", "jones"])
 def test_bench_reduction_model_array(benchmark, chunk, pre_apply):
     c = chunk
-    jones, jflag = (c["jones"], c["jones_flag"]) if pre_apply else (
-        c["jones"][:0], c["jones_flag"][:0])
-    args = (c["data"], c["model"], c["flag"], c["weight"], c["ant1"], c["ant2"],
-            c["interval_idx"], c["chan_bin"], c["corr_index"], jones, jflag,
-            c["jones_time_idx"], True, *c["sums"])
+    jones, jflag = (
+        (c["jones"], c["jones_flag"]) if pre_apply else (c["jones"][:0], c["jones_flag"][:0])
+    )
+    args = (
+        c["data"],
+        c["model"],
+        c["flag"],
+        c["weight"],
+        c["ant1"],
+        c["ant2"],
+        c["interval_idx"],
+        c["chan_bin"],
+        c["corr_index"],
+        jones,
+        jflag,
+        c["jones_time_idx"],
+        True,
+        *c["sums"],
+    )
     average_model(*args)  # warm the JIT
     benchmark(average_model, *args)
     _record_throughput(benchmark, c)
@@ -73,15 +101,29 @@ def test_bench_reduction_model_array(benchmark, chunk, pre_apply):
 def test_bench_reduction_point_model(benchmark, chunk):
     c = chunk
     spec = np.ones((c["data"].shape[1], 2))
-    args = (c["data"], spec, c["flag"], c["weight"], c["ant1"], c["ant2"],
-            c["interval_idx"], c["chan_bin"], c["corr_index"], c["jones"], c["jones_flag"],
-            c["jones_time_idx"], True, *c["sums"])
+    args = (
+        c["data"],
+        spec,
+        c["flag"],
+        c["weight"],
+        c["ant1"],
+        c["ant2"],
+        c["interval_idx"],
+        c["chan_bin"],
+        c["corr_index"],
+        c["jones"],
+        c["jones_flag"],
+        c["jones_time_idx"],
+        True,
+        *c["sums"],
+    )
     average_point_model(*args)
     benchmark(average_point_model, *args)
     _record_throughput(benchmark, c)
 
 
 # ------------------------------------------------------------------ solvers
+
 
 def solver_problem(n_ant, n_chan, seed=2, delays=False):
     """N_INT intervals of averaged ratios with random gains (or delays) and noise."""
@@ -90,12 +132,17 @@ def solver_problem(n_ant, n_chan, seed=2, delays=False):
     freqs = 100e9 + 15.6e6 * np.arange(n_chan)
     if delays:
         tau = rng.uniform(-2, 2, (n_ant, 2))
-        ph = 2e-9 * np.pi * (tau[a1] - tau[a2])[:, None, :] * (freqs - freqs[n_chan // 2])[
-            None, :, None]
+        ph = (
+            2e-9
+            * np.pi
+            * (tau[a1] - tau[a2])[:, None, :]
+            * (freqs - freqs[n_chan // 2])[None, :, None]
+        )
         x = np.exp(1j * ph)
     else:
         g = (1 + 0.1 * rng.standard_normal((n_ant, n_chan, 2))) * np.exp(
-            1j * rng.uniform(-np.pi, np.pi, (n_ant, n_chan, 2)))
+            1j * rng.uniform(-np.pi, np.pi, (n_ant, n_chan, 2))
+        )
         x = g[a1] * np.conj(g[a2])
     shape = (N_INT,) + x.shape
     noise = 0.1 * (rng.standard_normal(shape) + 1j * rng.standard_normal(shape))
@@ -132,8 +179,7 @@ def test_bench_bandpass_solve_per_interval(benchmark, n_ant):
 def test_bench_delay_solve_per_interval(benchmark, n_ant):
     """gaincal K: 64 channels of 15.6 MHz, two pols, FFT + Gauss-Newton, per interval."""
     vis, wt, a1, a2, freqs = solver_problem(n_ant, 64, delays=True)
-    args = (vis, wt, a1, a2, n_ant, freqs, freqs[32], np.array([0], np.int32), True, 30,
-            1e-8)
+    args = (vis, wt, a1, a2, n_ant, freqs, freqs[32], np.array([0], np.int32), True, 30, 1e-8)
     solve_delays(*args)
     benchmark(solve_delays, *args)
     _record_per_interval(benchmark, n_ant)

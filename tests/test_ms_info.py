@@ -18,8 +18,19 @@ def info(tiny_ms):
 @pytest.fixture(scope="module")
 def main_cols(tiny_ms):
     with ct.table(str(tiny_ms[0]), ack=False) as t:
-        return {c: t.getcol(c) for c in ("TIME", "ANTENNA1", "ANTENNA2", "DATA_DESC_ID",
-                                          "FIELD_ID", "SCAN_NUMBER", "STATE_ID", "OBSERVATION_ID")}
+        return {
+            c: t.getcol(c)
+            for c in (
+                "TIME",
+                "ANTENNA1",
+                "ANTENNA2",
+                "DATA_DESC_ID",
+                "FIELD_ID",
+                "SCAN_NUMBER",
+                "STATE_ID",
+                "OBSERVATION_ID",
+            )
+        }
 
 
 def test_subtables_match_truth(info, tiny_ms):
@@ -37,9 +48,16 @@ def test_subtables_match_truth(info, tiny_ms):
 
 def test_index_columns_equal_getcol(info, main_cols):
     idx = info.index
-    pairs = [("time", "TIME"), ("antenna1", "ANTENNA1"), ("antenna2", "ANTENNA2"),
-             ("ddid", "DATA_DESC_ID"), ("field_id", "FIELD_ID"), ("scan", "SCAN_NUMBER"),
-             ("state_id", "STATE_ID"), ("observation_id", "OBSERVATION_ID")]
+    pairs = [
+        ("time", "TIME"),
+        ("antenna1", "ANTENNA1"),
+        ("antenna2", "ANTENNA2"),
+        ("ddid", "DATA_DESC_ID"),
+        ("field_id", "FIELD_ID"),
+        ("scan", "SCAN_NUMBER"),
+        ("state_id", "STATE_ID"),
+        ("observation_id", "OBSERVATION_ID"),
+    ]
     for attr, col in pairs:
         np.testing.assert_array_equal(getattr(idx, attr), main_cols[col])
     assert not idx.time.flags.writeable
@@ -51,7 +69,7 @@ def test_scans_match_naive_reference(info, main_cols):
     """The vectorised scan table equals a per-scan Python loop over the index columns."""
     scan, obs = main_cols["SCAN_NUMBER"], main_cols["OBSERVATION_ID"]
     assert sum(s.n_rows for s in info.scans) == info.n_rows
-    assert len(info.scans) == len(set(zip(obs.tolist(), scan.tolist())))
+    assert len(info.scans) == len(set(zip(obs.tolist(), scan.tolist(), strict=True)))
     for s in info.scans:
         m = (scan == s.number) & (obs == s.observation_id)
         assert s.n_rows == m.sum()
@@ -105,8 +123,10 @@ def test_summary_lists_everything(info):
     for name in info.field_names + info.antenna_names:
         assert name in text
     for s in info.scans:
-        assert any(line.split()[:1] == [str(s.number)] and ",".join(s.intents) in line
-                   for line in text.splitlines())
+        assert any(
+            line.split()[:1] == [str(s.number)] and ",".join(s.intents) in line
+            for line in text.splitlines()
+        )
     for spw in info.spws:
         assert spw.name in text
     assert format_mjd_s(info.time_range[0]) in text
@@ -143,8 +163,11 @@ def test_require_parallel_hands(info):
 
 @pytest.mark.parametrize(
     "mjd_s, text",
-    [(0.0, "1858/11/17/00:00:00.0"), (51544.5 * 86400.0, "2000/01/01/12:00:00.0"),
-     (51544.5 * 86400.0 + 59.96, "2000/01/01/12:01:00.0")],
+    [
+        (0.0, "1858/11/17/00:00:00.0"),
+        (51544.5 * 86400.0, "2000/01/01/12:00:00.0"),
+        (51544.5 * 86400.0 + 59.96, "2000/01/01/12:01:00.0"),
+    ],
 )
 def test_format_mjd_s(mjd_s, text):
     assert format_mjd_s(mjd_s) == text

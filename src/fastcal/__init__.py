@@ -37,6 +37,12 @@ _LAZY = {
     "parse_selection": "fastcal.ms",
     "read_chunks": "fastcal.ms",
     "iter_blocks": "fastcal.ms",
+    "read_block": "fastcal.ms",
+    "Chunk": "fastcal.ms",
+    "ChunkWriter": "fastcal.ms",
+    "write_column": "fastcal.ms",
+    "ensure_column": "fastcal.ms",
+    "require_parallel_hands": "fastcal.ms",
     # calibration tables
     "CalTable": "fastcal.caltable",
     "read_caltable": "fastcal.caltable",

@@ -147,6 +147,22 @@ def test_flags_refant_fallback_and_lsb():
     np.testing.assert_allclose(d_lsb[0], rel(tau), atol=1e-7)
 
 
+def test_channel_gap_and_scrambled_channels():
+    tau, theta = truth(29)
+    keep = np.r_[0:20, 35:64]  # a gap of 15 channels
+    f = np.ascontiguousarray(FREQS[keep])
+    x = simulate(tau, theta, f, REF_FREQ)
+    delay, _, _, flag, *_ = run(x, np.ones(x.shape), freqs=f)
+    assert not flag.any()
+    np.testing.assert_allclose(delay[0], rel(tau), atol=1e-7)
+    perm = np.random.default_rng(29).permutation(N_CHAN)  # not a monotonic grid at all
+    f = np.ascontiguousarray(FREQS[perm])
+    x = simulate(tau, theta, f, REF_FREQ)
+    delay, _, _, flag, *_ = run(x, np.ones(x.shape), freqs=f)
+    assert not flag.any()
+    np.testing.assert_allclose(delay[0], rel(tau), atol=1e-7)
+
+
 def test_single_channel_and_no_refant_are_flagged():
     tau, theta = truth(27)
     x = simulate(tau, theta)[:, :1]

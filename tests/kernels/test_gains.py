@@ -22,6 +22,7 @@ from fastcal.kernels.gains import (
     apply_refant,
     calmode_code,
     solve_gains,
+    vis_ratio,
 )
 
 REF0 = np.array([0], np.int32)
@@ -262,3 +263,9 @@ def test_bad_inputs_raise():
                     1e-8)
     with pytest.raises(ValueError, match="calmode='x' is not supported"):
         calmode_code("x")
+
+
+def test_vis_ratio_is_zero_without_weight():
+    vis_sum = np.array([2 + 2j, 1j, 3.0, -4j]).reshape(1, 2, 1, 2)
+    wt_sum = np.array([2.0, 0.0, -1.0, 4.0]).reshape(1, 2, 1, 2)
+    np.testing.assert_array_equal(vis_ratio(vis_sum, wt_sum).ravel(), [1 + 1j, 0, 0, -1j])

@@ -79,11 +79,11 @@ def fft_delay(y, chan_pos, n_pad, df):
     y : complex128[chan]
         Spectrum to transform (0 where flagged), e.g. W X on one baseline.
     chan_pos : int64[chan]
-        Position of each channel on the regular grid nu_0 + k df (0 <= k < n_pad).
+        Position of each channel on the regular grid nu_min + k df (0 <= k < n_pad).
     n_pad : int
         FFT length, a power of two (>= 8x the channel span for CASA's resolution).
     df : float
-        Grid spacing in Hz (negative for decreasing frequency).
+        Grid spacing in Hz.
 
     Returns
     -------
@@ -121,25 +121,47 @@ def fft_delay(y, chan_pos, n_pad, df):
 
 @numba.njit(**JIT)
 def _chan_grid(freqs):
-    """(chan_pos, n_pad, df): channel positions on a regular grid and the FFT length."""
+    """(chan_pos, n_pad, df) for the FFT: channel c sits at grid point
+    round((nu_c - nu_min) / df), df > 0 the smallest channel spacing (gaps and any channel
+    order allowed), n_pad >= 8x the grid length. n_pad = 0 if there is no frequency span.
+    """
     n = freqs.shape[0]
     pos = np.zeros(n, np.int64)
     if n < 2:
         return pos, 0, 0.0
-    df = (freqs[n - 1] - freqs[0]) / (n - 1)
-    # use the smallest spacing when channels are irregular (e.g. gaps)
+    fmin = freqs[0]
+    fmax = freqs[0]
+    increasing = True
+    decreasing = True
     for c in range(1, n):
-        d = freqs[c] - freqs[c - 1]
-        if d != 0.0 and abs(d) < abs(df):
-            df = d
-    kmax = 0
+        fmin = min(fmin, freqs[c])
+        fmax = max(fmax, freqs[c])
+        increasing = increasing and freqs[c] >= freqs[c - 1]
+        decreasing = decreasing and freqs[c] <= freqs[c - 1]
+    span = fmax - fmin
+    if not (span > 0.0):
+        return pos, 0, 0.0
+    df = span / (n - 1)
+    if increasing or decreasing:
+        for c in range(1, n):
+            d = abs(freqs[c] - freqs[c - 1])
+            if d > 0.0 and d < df:
+                df = d
+    else:  # channels in no particular order: smallest spacing of any pair
+        for c in range(n):
+            for e in range(c + 1, n):
+                d = abs(freqs[c] - freqs[e])
+                if d > 0.0 and d < df:
+                    df = d
+    n_grid = int(np.round(span / df)) + 1
+    if n_grid > 16 * n:
+        # far from a regular grid: use the mean spacing (nearby channels may share a
+        # grid point; the Gauss-Newton refinement uses the exact frequencies anyway)
+        df = span / (n - 1)
+        n_grid = n
     for c in range(n):
-        k = int(np.round((freqs[c] - freqs[0]) / df))
-        pos[c] = k
-        if k > kmax:
-            kmax = k
-    n_pad = next_pow2(8 * (kmax + 1))
-    return pos, n_pad, df
+        pos[c] = min(max(int(np.round((freqs[c] - fmin) / df)), 0), n_grid - 1)
+    return pos, next_pow2(8 * n_grid), df
 
 
 @numba.njit(**JIT)
@@ -402,8 +424,10 @@ def _choose_refant(wt, it, ant1, ant2, refants, has):
 def _refine(vis, wt, it, k, ant1, ant2, dfac, span, tau, theta, pidx, n_par, max_iter, tol):
     """Gauss-Newton with backtracking on (tau, theta) of the antennas with pidx >= 0.
 
-    Converged when the largest change, |d tau| * 2 pi * bandwidth or |d theta|, is < tol
-    (rad). Returns (n_iter, converged).
+    Each trial point's normal equations are built while its chi2 is evaluated, so an
+    accepted step costs one pass over the data. A step is halved (up to 30 times) until
+    chi2 does not increase. Converged when the largest change, |d tau| * 2 pi * bandwidth
+    or |d theta|, is < tol (rad). Returns (n_iter, converged).
     """
     n_ant = tau.shape[0]
     amat = np.zeros((n_par, n_par))
@@ -413,16 +437,17 @@ def _refine(vis, wt, it, k, ant1, ant2, dfac, span, tau, theta, pidx, n_par, max
     step = np.zeros(n_par)
     tau_try = np.zeros(n_ant)
     theta_try = np.zeros(n_ant)
+    chi2, _nw, _na = _normal_equations(vis, wt, it, k, ant1, ant2, dfac, tau, theta, pidx,
+                                       amat, bvec, True)
     for i in range(1, max_iter + 1):
-        chi2, _nw, _na = _normal_equations(vis, wt, it, k, ant1, ant2, dfac, tau, theta, pidx,
-                                           amat, bvec, True)
         for j in range(n_par):
             diag0[j] = amat[j, j]
             bad[j] = False
         _cholesky(amat, diag0, bad)
         _chol_solve(amat, bvec, bad, step)
         lam = 1.0
-        for _ in range(30):  # backtracking: never increase chi2
+        chi2_new = chi2
+        for _ in range(30):
             for a in range(n_ant):
                 tau_try[a] = tau[a]
                 theta_try[a] = theta[a]
@@ -430,10 +455,11 @@ def _refine(vis, wt, it, k, ant1, ant2, dfac, span, tau, theta, pidx, n_par, max
                     tau_try[a] += lam * step[pidx[a]]
                     theta_try[a] += lam * step[pidx[a] + 1]
             chi2_new, _nw, _na = _normal_equations(vis, wt, it, k, ant1, ant2, dfac, tau_try,
-                                                   theta_try, pidx, amat, bvec, False)
+                                                   theta_try, pidx, amat, bvec, True)
             if chi2_new <= chi2 * (1.0 + 1e-12) + 1e-300:
                 break
             lam *= 0.5
+        chi2 = chi2_new
         biggest = 0.0
         for a in range(n_ant):
             if pidx[a] >= 0:
@@ -453,13 +479,15 @@ def _refine(vis, wt, it, k, ant1, ant2, dfac, span, tau, theta, pidx, n_par, max
 @numba.njit(**JIT)
 def _delay_errors(vis, wt, it, k, ant1, ant2, dfac, tau, theta, pidx, n_par, err, ok):
     """err[a] = sqrt(chi2/nu (A^-1)_{tau_a tau_a}), nu = max(2 N_wt - N_par - N_bl, 1);
-    ok[a] = False where the delay is undetermined (removed Cholesky pivot)."""
+    ok[a] = False where the delay is undetermined (removed Cholesky pivot).
+
+    (A^-1)_mm = |L^-1 e_m|^2 for A = L L^T, using that L^-1 e_m is zero above row m.
+    """
     amat = np.zeros((n_par, n_par))
     bvec = np.zeros(n_par)
     diag0 = np.zeros(n_par)
     bad = np.zeros(n_par, np.bool_)
-    unit = np.zeros(n_par)
-    col = np.zeros(n_par)
+    y = np.zeros(n_par)
     chi2, n_wt, n_amp = _normal_equations(vis, wt, it, k, ant1, ant2, dfac, tau, theta, pidx,
                                           amat, bvec, True)
     for j in range(n_par):
@@ -467,15 +495,19 @@ def _delay_errors(vis, wt, it, k, ant1, ant2, dfac, tau, theta, pidx, n_par, err
     _cholesky(amat, diag0, bad)
     k2 = chi2 / max(2 * n_wt - n_par - n_amp, 1)
     for a in range(tau.shape[0]):
-        j = pidx[a]
-        ok[a] = j >= 0 and not bad[j]
+        m = pidx[a]
+        ok[a] = m >= 0 and not bad[m]
         err[a] = 0.0
         if not ok[a]:
             continue
-        unit.fill(0.0)
-        unit[j] = 1.0
-        _chol_solve(amat, unit, bad, col)
-        err[a] = np.sqrt(k2 * max(col[j], 0.0))
+        var = 0.0
+        for i in range(m, n_par):
+            t = 1.0 if i == m else 0.0
+            for kk in range(m, i):
+                t -= amat[i, kk] * y[kk]
+            y[i] = t / amat[i, i]
+            var += y[i] * y[i]
+        err[a] = np.sqrt(k2 * var)
 
 
 @numba.njit(**JIT)

@@ -368,7 +368,9 @@ class MSInfo:
         for a in self.antennas:
             if a.name == name:
                 return a.id
-        raise KeyError(f"no antenna {name!r} in {self.path}; valid: {', '.join(self.antenna_names)}")
+        raise KeyError(
+            f"no antenna {name!r} in {self.path}; valid: {', '.join(self.antenna_names)}"
+        )
 
     def ddids_for_spw(self, spw_id: int) -> tuple[int, ...]:
         """DATA_DESC_IDs that point at `spw_id` (usually one)."""
@@ -496,7 +498,7 @@ def open_ms(ms: str | os.PathLike | MSInfo) -> MSInfo:
     path = _check_is_ms(ms)
     signature = disk_signature(path)
     try:
-        with ct.table(path, ack=False) as t:
+        with ms_lock(path), ct.table(path, ack=False) as t:
             columns = frozenset(t.colnames())
             missing = [c for c in REQUIRED_COLUMNS if c not in columns]
             if missing:
@@ -506,8 +508,10 @@ def open_ms(ms: str | os.PathLike | MSInfo) -> MSInfo:
                 )
             subtables = _subtable_paths(t, path)
             index = _read_index(t)
-            has_wtsp = "WEIGHT_SPECTRUM" in columns and t.nrows() > 0 and bool(
-                t.iscelldefined("WEIGHT_SPECTRUM", 0)
+            has_wtsp = (
+                "WEIGHT_SPECTRUM" in columns
+                and t.nrows() > 0
+                and bool(t.iscelldefined("WEIGHT_SPECTRUM", 0))
             )
     except RuntimeError as exc:  # casacore I/O problems
         raise MSError(f"{path}: casacore could not read the table: {exc}") from exc
@@ -677,7 +681,9 @@ def _read_ddescs(path: str) -> tuple[DataDescInfo, ...]:
             return ()
         spw = t.getcol("SPECTRAL_WINDOW_ID")
         pol = t.getcol("POLARIZATION_ID")
-    return tuple(DataDescInfo(i, int(s), int(p)) for i, (s, p) in enumerate(zip(spw, pol)))
+    return tuple(
+        DataDescInfo(i, int(s), int(p)) for i, (s, p) in enumerate(zip(spw, pol, strict=True))
+    )
 
 
 def _read_fields(path: str) -> tuple[FieldInfo, ...]:
@@ -752,7 +758,10 @@ def _scan_table(
     counts = np.diff(np.append(starts, n))
     tmin = np.minimum.reduceat(index.time, starts)
     tmax = np.maximum.reduceat(index.time, starts)
-    run = {name: k[starts].astype(np.int64) for name, k in zip(("obs", "scan", "field", "state", "ddid"), keys)}
+    run = {
+        name: k[starts].astype(np.int64)
+        for name, k in zip(("obs", "scan", "field", "state", "ddid"), keys, strict=True)
+    }
     scan_key = np.stack([run["obs"], run["scan"]], axis=1)
     uniq, inv = np.unique(scan_key, axis=0, return_inverse=True)
     inv = inv.reshape(-1)
@@ -769,7 +778,11 @@ def _scan_table(
             out[s].append(int(v))
         return [tuple(o) for o in out]
 
-    fields_of, states_of, ddids_of = members(run["field"]), members(run["state"]), members(run["ddid"])
+    fields_of, states_of, ddids_of = (
+        members(run["field"]),
+        members(run["state"]),
+        members(run["ddid"]),
+    )
     scans = []
     for i, (obs, number) in enumerate(uniq):
         intents: list[str] = []
@@ -819,16 +832,18 @@ def _ids(values: tuple[int, ...]) -> str:
 
 def _summary(info: MSInfo) -> str:
     t0, t1 = info.time_range
-    fw = max([5] + [len(f.name) for f in info.fields]
-             + [len(",".join(info.fields[f].name for f in s.field_ids)) for s in info.scans])
+    fw = max(
+        [5]
+        + [len(f.name) for f in info.fields]
+        + [len(",".join(info.fields[f].name for f in s.field_ids)) for s in info.scans]
+    )
     lines = [
         f"MeasurementSet: {info.path}",
         f"  Telescope: {info.telescope_name or '?'}   Rows: {info.n_rows}   "
         f"Data columns: {', '.join(info.vis_columns) or 'none'}   "
         f"WEIGHT_SPECTRUM: {'yes' if info.has_weight_spectrum else 'no'}   "
         f"SYSCAL: {'yes' if info.has_syscal else 'no'}",
-        f"  Observed from {format_mjd_s(t0)} to {format_mjd_s(t1)} (UTC), "
-        f"{t1 - t0:.1f} s",
+        f"  Observed from {format_mjd_s(t0)} to {format_mjd_s(t1)} (UTC), {t1 - t0:.1f} s",
         "",
         f"Scans: {len(info.scans)}",
         f"  {'Scan':>4} {'Obs':>3}  {'Start (UTC)':<21} {'End':<10} {'Field':<{fw}} "

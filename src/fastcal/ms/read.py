@@ -20,13 +20,20 @@ Each dask block holds whole timestamps and at most ``chunk_bytes`` of the reques
 (or ``max_rows`` rows); a timestamp larger than that is one block. A block is read with one
 ``getcolnp`` / ``getcolslicenp`` per contiguous run of rows into a preallocated array.
 
-Threads: python-casacore 3.8 keeps the GIL inside ``getcol*`` (measured: another Python thread
-gets ~10% of its normal rate during a read), and casacore shares one table object per path
-inside a process, so concurrent calls would not be safe if a future release dropped the GIL.
-All casacore calls for one MS therefore go through one lock per path (:func:`ms_lock`), which
-costs nothing today. What runs in parallel on dask's threads is everything else: the NumPy
-post-processing here (flag merging, weight expansion, channel indexing) and the Numba kernels
-of the solvers, which release the GIL.
+Threads. python-casacore 3.8.1 (the installed wheel) never releases the GIL: its extension
+modules do not even reference ``PyEval_SaveThread``, a Python thread spinning next to a
+``getcolnp`` gets ~10% of its normal rate, and two threads reading two *different* MSs take as
+long as one thread reading both. casacore also shares one underlying table object per path
+inside a process (a second ``table(path)`` opens no new file), so per-thread table objects
+would add neither parallelism nor isolation. All casacore calls for one MS therefore go through
+one handle under one lock per path (:func:`~fastcal.ms.info.ms_lock`), which costs nothing today
+and stays safe if a future python-casacore drops the GIL. dask threads still help: while one
+thread is inside casacore, the others run NumPy and the solvers' Numba kernels, which release
+the GIL.
+
+Drivers: the cheapest way to consume chunks is one ``dask.delayed`` task per block that calls
+:func:`read_block` and then the kernel (dask costs ~0.3 ms per task); ``Chunk.arrays`` make one
+task per block and column.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import os
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import casacore.tables as ct
@@ -73,6 +81,7 @@ READABLE_COLUMNS: dict[str, np.dtype] = {
 }
 
 # --------------------------------------------------------------------------- table access
+
 
 class _TableHandle:
     """A read-only casacore table for one MS, shared by the read tasks of a read_chunks call.
@@ -124,7 +133,9 @@ class _ChanPlan:
     @property
     def n_read(self) -> int:
         """Channels read from disk per row."""
-        return (self.hi - self.lo) // self.step + 1 if self.kind != "index" else self.hi - self.lo + 1
+        return (
+            (self.hi - self.lo) // self.step + 1 if self.kind != "index" else self.hi - self.lo + 1
+        )
 
     @staticmethod
     def make(chans: np.ndarray, nchan: int, ncorr: int) -> _ChanPlan:
@@ -204,8 +215,12 @@ class Chunk:
     antenna1, antenna2 : int32[row]
     row_chunks : tuple of int
         Rows per dask block; every block holds whole timestamps.
+    columns : tuple of str
+        The requested columns.
     arrays : dict of str -> dask.array.Array
-        The requested columns, shapes (row, chan, corr) or (row, 3) for UVW.
+        The requested columns as dask arrays, shapes (row, chan, corr) or (row, 3) for UVW.
+        Built on first access (a property, not a dataclass field, so that passing a Chunk to
+        ``dask.delayed`` does not drag the arrays into the graph).
     """
 
     ms: str
@@ -223,11 +238,36 @@ class Chunk:
     antenna1: np.ndarray
     antenna2: np.ndarray
     row_chunks: tuple[int, ...]
-    arrays: dict[str, da.Array]
+    columns: tuple[str, ...]
     _handle: _TableHandle = field(repr=False)
     _chan_plan: _ChanPlan = field(repr=False)
     _blocks: tuple[_BlockPlan, ...] = field(repr=False)
     _has_wtsp: bool = field(repr=False)
+    _key: str = field(repr=False)
+
+    @cached_property
+    def arrays(self) -> dict[str, da.Array]:
+        out = {}
+        for c in self.columns:
+            name = f"fastcal-{c.lower()}-{self._key}"
+            tail = (0,) if c == "UVW" else (0, 0)
+            dsk = {
+                (name, i, *tail): (
+                    _read_column,
+                    self._handle,
+                    c,
+                    self._chan_plan,
+                    b,
+                    self._has_wtsp,
+                )
+                for i, b in enumerate(self._blocks)
+            }
+            shape = ((3,),) if c == "UVW" else ((self.n_chan,), (self.n_corr,))
+            dtype = READABLE_COLUMNS[c]
+            graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
+            meta = np.empty((0,) * (1 + len(shape)), dtype)
+            out[c] = da.Array(graph, name, (self.row_chunks, *shape), dtype=dtype, meta=meta)
+        return out
 
     @property
     def n_row(self) -> int:
@@ -252,7 +292,7 @@ class Chunk:
 
     def read(self, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """All rows of this chunk as NumPy arrays, read sequentially without dask."""
-        cols = tuple(self.arrays) if columns is None else tuple(columns)
+        cols = self.columns if columns is None else tuple(columns)
         parts = [read_block(self, i, cols) for i in range(self.n_blocks)]
         return {c: np.concatenate([p[c] for p in parts]) for c in cols}
 
@@ -260,8 +300,14 @@ class Chunk:
 # --------------------------------------------------------------------------- reading
 
 
-def _read_cells(handle: _TableHandle, column: str, plan: _ChanPlan | None, b: _BlockPlan,
-                dtype: np.dtype, tail: tuple[int, ...]) -> np.ndarray:
+def _read_cells(
+    handle: _TableHandle,
+    column: str,
+    plan: _ChanPlan | None,
+    b: _BlockPlan,
+    dtype: np.dtype,
+    tail: tuple[int, ...],
+) -> np.ndarray:
     """Read `column` for the rows of `b` into a new array of shape (nrow, *tail).
 
     With a channel plan, tail is (n_read, ncorr) and the channels are sliced on disk; the
@@ -272,13 +318,15 @@ def _read_cells(handle: _TableHandle, column: str, plan: _ChanPlan | None, b: _B
     with handle.lock:
         t = handle.table()
         try:
-            for start, n in zip(b.run_start.tolist(), b.run_len.tolist()):
+            for start, n in zip(b.run_start.tolist(), b.run_len.tolist(), strict=True):
                 dst = out[o : o + n]
                 if plan is None or plan.kind == "all":
                     t.getcolnp(column, dst, start, n)
                 else:
                     inc = [plan.step, 1]
-                    t.getcolslicenp(column, dst, [plan.lo, 0], [plan.hi, plan.ncorr - 1], inc, start, n)
+                    t.getcolslicenp(
+                        column, dst, [plan.lo, 0], [plan.hi, plan.ncorr - 1], inc, start, n
+                    )
                 o += n
         except RuntimeError as exc:
             raise MSError(
@@ -287,8 +335,9 @@ def _read_cells(handle: _TableHandle, column: str, plan: _ChanPlan | None, b: _B
     return out
 
 
-def _read_column(handle: _TableHandle, column: str, plan: _ChanPlan, b: _BlockPlan,
-                 has_wtsp: bool) -> np.ndarray:
+def _read_column(
+    handle: _TableHandle, column: str, plan: _ChanPlan, b: _BlockPlan, has_wtsp: bool
+) -> np.ndarray:
     """One output column for one block (see the module docstring for the meaning)."""
     ncorr = plan.ncorr
     if column == "UVW":
@@ -310,7 +359,11 @@ def _read_column(handle: _TableHandle, column: str, plan: _ChanPlan, b: _BlockPl
 
 def read_block(chunk: Chunk, i: int, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """Block `i` of `chunk` as NumPy arrays (no dask), rows ``chunk.block_slice(i)``."""
-    cols = tuple(chunk.arrays) if columns is None else tuple(columns)
+    cols = chunk.columns if columns is None else tuple(str(c).upper() for c in columns)
+    if not set(cols) <= set(chunk.columns):
+        raise ParameterError(
+            f"columns={list(columns)!r}: this chunk was made for {', '.join(chunk.columns)} only"
+        )
     b = chunk._blocks[i]
     return {c: _read_column(chunk._handle, c, chunk._chan_plan, b, chunk._has_wtsp) for c in cols}
 
@@ -324,7 +377,11 @@ def _live_columns(handle: _TableHandle) -> tuple[frozenset[str], bool]:
     with handle.lock:
         t = handle.table()
         names = frozenset(t.colnames())
-        wtsp = "WEIGHT_SPECTRUM" in names and t.nrows() > 0 and bool(t.iscelldefined("WEIGHT_SPECTRUM", 0))
+        wtsp = (
+            "WEIGHT_SPECTRUM" in names
+            and t.nrows() > 0
+            and bool(t.iscelldefined("WEIGHT_SPECTRUM", 0))
+        )
     return names, wtsp
 
 
@@ -338,7 +395,9 @@ def _current_flag_row(info: MSInfo, handle: _TableHandle) -> np.ndarray:
         return t.getcol("FLAG_ROW").astype(bool) if t.nrows() else np.zeros(0, bool)
 
 
-def _check_columns(info: MSInfo, columns: Sequence[str], present: frozenset[str]) -> tuple[str, ...]:
+def _check_columns(
+    info: MSInfo, columns: Sequence[str], present: frozenset[str]
+) -> tuple[str, ...]:
     if isinstance(columns, str):
         columns = (columns,)
     cols = tuple(dict.fromkeys(str(c).upper() for c in columns))
@@ -350,8 +409,15 @@ def _check_columns(info: MSInfo, columns: Sequence[str], present: frozenset[str]
         )
     for c in cols:
         if c not in present:
-            vis = ", ".join(v for v in ("DATA", "MODEL_DATA", "CORRECTED_DATA") if v in present) or "none"
-            hint = " (no model was written: run setjy or use a model evaluated on the fly)" if c == "MODEL_DATA" else ""
+            vis = (
+                ", ".join(v for v in ("DATA", "MODEL_DATA", "CORRECTED_DATA") if v in present)
+                or "none"
+            )
+            hint = (
+                " (no model was written: run setjy or use a model evaluated on the fly)"
+                if c == "MODEL_DATA"
+                else ""
+            )
             hint = " (run applycal first)" if c == "CORRECTED_DATA" else hint
             raise MissingColumnError(
                 f"column {c} is not in {info.path}{hint}; visibility columns present: {vis}"
@@ -425,11 +491,19 @@ def read_chunks(
     flag_row = _current_flag_row(info, handle)
     token = uuid.uuid4().hex  # dask key prefix, unique per call
     chunks = [
-        _make_chunk(info, sel, handle, token, cols, grows, max_rows, chunk_bytes, has_wtsp, flag_row)
+        _make_chunk(
+            info, sel, handle, token, cols, grows, max_rows, chunk_bytes, has_wtsp, flag_row
+        )
         for grows in _group_rows(info, rows)
     ]
     chunks.sort(key=lambda c: (float(c.time[0]), c.ddid))
-    logger.debug("read_chunks %s: %d rows in %d chunks (%s)", info.path, rows.size, len(chunks), sel.describe())
+    logger.debug(
+        "read_chunks %s: %d rows in %d chunks (%s)",
+        info.path,
+        rows.size,
+        len(chunks),
+        sel.describe(),
+    )
     return chunks
 
 
@@ -454,19 +528,28 @@ def _group_rows(info: MSInfo, rows: np.ndarray) -> list[np.ndarray]:
     offsets = np.cumsum(ln) - ln
     order = np.repeat(st - offsets, ln) + np.arange(rows.size)
     sizes = np.bincount(run_group, weights=lengths).astype(np.int64)
-    groups = np.split(order, np.cumsum(sizes)[:-1])
-    out = []
-    for g in groups:
-        t = idx.time[rows[g]]
-        if np.any(np.diff(t) < 0):  # not time-ordered on disk
-            g = g[np.lexsort((rows[g], t))]
-        out.append(rows[g])
-    return out
+    bounds = np.cumsum(sizes)[:-1]
+    t = idx.time[rows[order]]
+    back = np.diff(t) < 0
+    back[bounds - 1] = False  # a step back between two groups is fine
+    if back.any():  # some group is not time-ordered on disk: sort by (group, time, row)
+        group_of = np.repeat(np.arange(sizes.size), sizes)
+        order = order[np.lexsort((rows[order], t, group_of))]
+    return np.split(rows[order], bounds)
 
 
-def _make_chunk(info: MSInfo, sel: Selection, handle: _TableHandle, token: str, cols: tuple[str, ...],
-                rows: np.ndarray, max_rows: int | None, chunk_bytes: int, has_wtsp: bool,
-                flag_row: np.ndarray) -> Chunk:
+def _make_chunk(
+    info: MSInfo,
+    sel: Selection,
+    handle: _TableHandle,
+    token: str,
+    cols: tuple[str, ...],
+    rows: np.ndarray,
+    max_rows: int | None,
+    chunk_bytes: int,
+    has_wtsp: bool,
+    flag_row: np.ndarray,
+) -> Chunk:
     idx = info.index
     r0 = int(rows[0])
     ddid = int(idx.ddid[r0])
@@ -475,7 +558,8 @@ def _make_chunk(info: MSInfo, sel: Selection, handle: _TableHandle, token: str, 
     chans = sel.channels(spw.id, spw.num_chan)
     plan = _ChanPlan.make(chans, spw.num_chan, pol.num_corr)
     row_bytes = sum(
-        READABLE_COLUMNS[c].itemsize * (3 if c == "UVW" else chans.size * pol.num_corr) for c in cols
+        READABLE_COLUMNS[c].itemsize * (3 if c == "UVW" else chans.size * pol.num_corr)
+        for c in cols
     )
     limit = max_rows if max_rows is not None else max(1, int(chunk_bytes) // max(row_bytes, 1))
     time = idx.time[rows]
@@ -484,19 +568,9 @@ def _make_chunk(info: MSInfo, sel: Selection, handle: _TableHandle, token: str, 
         starts, lens = _runs(rows[a:b])
         blocks.append(_BlockPlan(a, b - a, starts, lens, flag_row[rows[a:b]]))
     row_chunks = tuple(bp.nrow for bp in blocks)
-    token = f"{token}-{ddid}-{int(idx.field_id[r0])}-{int(idx.scan[r0])}-{int(idx.observation_id[r0])}"
-    arrays = {}
-    for c in cols:
-        name = f"fastcal-{c.lower()}-{token}"
-        if c == "UVW":
-            dsk = {(name, i, 0): (_read_column, handle, c, plan, bp, has_wtsp) for i, bp in enumerate(blocks)}
-            chunks_ = (row_chunks, (3,))
-        else:
-            dsk = {(name, i, 0, 0): (_read_column, handle, c, plan, bp, has_wtsp) for i, bp in enumerate(blocks)}
-            chunks_ = (row_chunks, (chans.size,), (pol.num_corr,))
-        graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
-        dtype = READABLE_COLUMNS[c]
-        arrays[c] = da.Array(graph, name, chunks_, dtype=dtype, meta=np.empty((0,) * len(chunks_), dtype))
+    key = (
+        f"{token}-{ddid}-{int(idx.field_id[r0])}-{int(idx.scan[r0])}-{int(idx.observation_id[r0])}"
+    )
     return Chunk(
         ms=info.path,
         ddid=ddid,
@@ -507,17 +581,20 @@ def _make_chunk(info: MSInfo, sel: Selection, handle: _TableHandle, token: str, 
         observation_id=int(idx.observation_id[r0]),
         corr_types=pol.corr_types,
         chan=chans,
-        freq=spw.chan_freq[chans] if spw.chan_freq.size == spw.num_chan else np.full(chans.size, np.nan),
+        freq=spw.chan_freq[chans]
+        if spw.chan_freq.size == spw.num_chan
+        else np.full(chans.size, np.nan),
         rows=rows,
         time=time,
         antenna1=idx.antenna1[rows],
         antenna2=idx.antenna2[rows],
         row_chunks=row_chunks,
-        arrays=arrays,
+        columns=cols,
         _handle=handle,
         _chan_plan=plan,
         _blocks=tuple(blocks),
         _has_wtsp=has_wtsp,
+        _key=key,
     )
 
 

@@ -188,8 +188,16 @@ def parse_selection(
         return s
 
     field_s, spw_s, scan_s = norm("field", field), norm("spw", spw), norm("scan", scan)
-    intent_s, ant_s, obs_s = norm("intent", intent), norm("antenna", antenna), norm("observation", observation)
-    if isinstance(timerange, (tuple, list)) and len(timerange) == 2 and not isinstance(timerange[0], str):
+    intent_s, ant_s, obs_s = (
+        norm("intent", intent),
+        norm("antenna", antenna),
+        norm("observation", observation),
+    )
+    if (
+        isinstance(timerange, (tuple, list))
+        and len(timerange) == 2
+        and not isinstance(timerange[0], str)
+    ):
         trange = (float(timerange[0]), float(timerange[1]))
         text.append(("timerange", f"{format_mjd_s(trange[0])}~{format_mjd_s(trange[1])}"))
     else:
@@ -318,7 +326,9 @@ def _spw_ids(info: MSInfo, value: str, part: str, valid: str) -> list[int]:
                    "spw ids, id ranges or names, with channel ranges after ':'")  # fmt: skip
     found = [s.id for s in info.spws if s.name == part or fnmatch.fnmatchcase(s.name, part)]
     if not found:
-        raise _err("spw", value, f"no spectral window named {part!r} in {info.path}", f"spw ids {valid}")
+        raise _err(
+            "spw", value, f"no spectral window named {part!r} in {info.path}", f"spw ids {valid}"
+        )
     return found
 
 
@@ -339,7 +349,12 @@ def _parse_channels(value: str, part: str, sid: int, nchan: int, *, clip: bool) 
         if clip:
             hi = min(hi, nchan - 1)
         elif hi >= nchan:
-            raise _err("spw", value, f"channel {hi} is out of range for spw {sid} ({nchan} channels)", valid)
+            raise _err(
+                "spw",
+                value,
+                f"channel {hi} is out of range for spw {sid} ({nchan} channels)",
+                valid,
+            )
         if lo <= hi:
             chans.append(np.arange(lo, hi + 1, step, dtype=np.int64))
     return np.unique(np.concatenate(chans)) if chans else np.zeros(0, np.int64)
@@ -369,7 +384,12 @@ def _parse_int_list(param: str, value: str, available: Iterable[int], path: str)
                 raise _err(param, value, f"no {param} in {item} in {path}", valid)
             out.update(found)
         else:
-            raise _err(param, value, f"cannot parse {item!r}", f"{valid} (as 'n', 'a~b', '<n', '>n' joined with ',')")
+            raise _err(
+                param,
+                value,
+                f"cannot parse {item!r}",
+                f"{valid} (as 'n', 'a~b', '<n', '>n' joined with ',')",
+            )
     return tuple(sorted(out))
 
 
@@ -460,7 +480,9 @@ def _antenna_ids(info: MSInfo, value: str, text: str) -> frozenset[int]:
             ids.update(exact)
         elif num is not None:
             if not 0 <= num < len(names):
-                raise _err("antenna", value, f"no antenna named or numbered {item!r} in {info.path}", valid)
+                raise _err(
+                    "antenna", value, f"no antenna named or numbered {item!r} in {info.path}", valid
+                )
             ids.add(num)
         elif rng is not None:
             found = [i for i in range(rng[0], rng[1] + 1) if i < len(names)]
@@ -471,7 +493,9 @@ def _antenna_ids(info: MSInfo, value: str, text: str) -> frozenset[int]:
             found = [i for i, n in enumerate(names) if fnmatch.fnmatchcase(n, item)]
             found = found or [a.id for a in info.antennas if fnmatch.fnmatchcase(a.station, item)]
             if not found:
-                raise _err("antenna", value, f"no antenna or station named {item!r} in {info.path}", valid)
+                raise _err(
+                    "antenna", value, f"no antenna or station named {item!r} in {info.path}", valid
+                )
             ids.update(found)
     return frozenset(ids)
 
@@ -492,17 +516,27 @@ def _parse_time(info: MSInfo, value: str, s: str, default_day: float | None) -> 
                    "YYYY/MM/DD/hh:mm:ss[.s], hh:mm:ss or hh:mm, as 'T0~T1', '>T', '<T' or 'T0+hh:mm:ss'")  # fmt: skip
     if m.group(1) is not None:
         try:
-            day = (_dt.datetime(int(m.group(1)), int(m.group(2)), int(m.group(3))) - _MJD_EPOCH).days
+            day = (
+                _dt.datetime(int(m.group(1)), int(m.group(2)), int(m.group(3))) - _MJD_EPOCH
+            ).days
         except ValueError as exc:
-            raise _err("timerange", value, f"invalid date in {s!r} ({exc})", "a calendar date") from exc
+            raise _err(
+                "timerange", value, f"invalid date in {s!r} ({exc})", "a calendar date"
+            ) from exc
         day_s = day * 86400.0
     else:
-        day_s = default_day if default_day is not None else np.floor(info.time_range[0] / 86400.0) * 86400.0
+        day_s = (
+            default_day
+            if default_day is not None
+            else np.floor(info.time_range[0] / 86400.0) * 86400.0
+        )
     hh = int(m.group(4) or 0)
     mm = int(m.group(5) or 0)
     ss = float(m.group(6) or 0.0)
     if hh > 24 or mm > 59 or ss >= 61:
-        raise _err("timerange", value, f"invalid time of day in {s!r}", "hh <= 24, mm < 60, ss < 60")
+        raise _err(
+            "timerange", value, f"invalid time of day in {s!r}", "hh <= 24, mm < 60, ss < 60"
+        )
     return day_s + hh * 3600.0 + mm * 60.0 + ss, day_s
 
 
@@ -560,24 +594,37 @@ def _masks(
     if sel.field_ids is not None:
         out.append((label("field", str(list(sel.field_ids))), np.isin(idx.field_id, sel.field_ids)))
     if sel.spw_channels is not None:
-        out.append((label("spw", str(list(sel.spw_ids))), np.isin(idx.ddid, _ddids_for(info, sel.spw_ids))))
+        out.append(
+            (label("spw", str(list(sel.spw_ids))), np.isin(idx.ddid, _ddids_for(info, sel.spw_ids)))
+        )
     if sel.scans is not None:
         out.append((label("scan", str(list(sel.scans))), np.isin(idx.scan, sel.scans)))
     if sel.state_ids is not None:
-        out.append((label("intent", f"states {list(sel.state_ids)}"), np.isin(idx.state_id, sel.state_ids)))
+        out.append(
+            (label("intent", f"states {list(sel.state_ids)}"), np.isin(idx.state_id, sel.state_ids))
+        )
     if sel.observation_ids is not None:
-        out.append((label("observation", str(list(sel.observation_ids))), np.isin(idx.observation_id, sel.observation_ids)))
+        out.append(
+            (
+                label("observation", str(list(sel.observation_ids))),
+                np.isin(idx.observation_id, sel.observation_ids),
+            )
+        )
     if sel.time_range is not None:
         t0, t1 = sel.time_range
         out.append((label("timerange", f"{t0}~{t1}"), (idx.time >= t0) & (idx.time <= t1)))
     if sel.antenna is not None:
-        out.append((label("antenna", "clauses"), _antenna_mask(sel.antenna, idx.antenna1, idx.antenna2)))
+        out.append(
+            (label("antenna", "clauses"), _antenna_mask(sel.antenna, idx.antenna1, idx.antenna2))
+        )
     if not include_autocorr:
         out.append(("include_autocorr=False", idx.antenna1 != idx.antenna2))
     return out
 
 
-def _antenna_mask(clauses: tuple[AntennaClause, ...], ant1: np.ndarray, ant2: np.ndarray) -> np.ndarray:
+def _antenna_mask(
+    clauses: tuple[AntennaClause, ...], ant1: np.ndarray, ant2: np.ndarray
+) -> np.ndarray:
     pos = [c for c in clauses if not c.negate]
     m = np.zeros(ant1.shape, bool) if pos else np.ones(ant1.shape, bool)
     for c in pos:
@@ -589,7 +636,11 @@ def _antenna_mask(clauses: tuple[AntennaClause, ...], ant1: np.ndarray, ant2: np
 
 
 def row_mask(
-    info: MSInfo, sel: Selection, index: IndexColumns | None = None, *, include_autocorr: bool = True
+    info: MSInfo,
+    sel: Selection,
+    index: IndexColumns | None = None,
+    *,
+    include_autocorr: bool = True,
 ) -> np.ndarray:
     """Boolean mask over the rows of the main table (bool[n_rows]) for `sel`.
 

@@ -53,7 +53,7 @@ WRITABLE_COLUMNS: tuple[str, ...] = (
 #: Columns :func:`ensure_column` can create, with their initial values.
 CREATABLE_COLUMNS: dict[str, str] = {
     "CORRECTED_DATA": "a copy of DATA (as CASA initialises it)",
-    "MODEL_DATA": "1 + 0j (CASA's unit point-source model)",
+    "MODEL_DATA": "a 1 Jy unpolarised point source: 1 in XX, YY (RR, LL), 0 in cross hands",
     "WEIGHT_SPECTRUM": "WEIGHT broadcast over channels (CASA initweights wtmode='weight')",
 }
 
@@ -75,13 +75,17 @@ def _check_writable_column(column: str) -> str:
             f"valid: {', '.join(WRITABLE_COLUMNS)}"
         )
     if col not in WRITABLE_COLUMNS:
-        raise ParameterError(f"column={column!r} cannot be written; valid: {', '.join(WRITABLE_COLUMNS)}")
+        raise ParameterError(
+            f"column={column!r} cannot be written; valid: {', '.join(WRITABLE_COLUMNS)}"
+        )
     return col
 
 
 def _open_rw(path: str) -> Any:
     if not (os.access(path, os.W_OK) and ct.tableiswritable(path)):
-        raise MSError(f"{path} is read-only (no write permission); copy it or change its permissions")
+        raise MSError(
+            f"{path} is read-only (no write permission); copy it or change its permissions"
+        )
     try:
         return ct.table(path, readonly=False, ack=False)
     except RuntimeError as exc:
@@ -95,7 +99,7 @@ def _shape_runs(info: MSInfo, limit_bytes: int, bytes_per_vis: int) -> list[tupl
     first = np.concatenate(([0], cut)).tolist()
     last = np.concatenate((cut, [ddid.size])).tolist()
     out = []
-    for a, b in zip(first, last):
+    for a, b in zip(first, last, strict=True):
         d = int(ddid[a])
         nchan = info.spws[info.ddescs[d].spw_id].num_chan
         ncorr = info.pols[info.ddescs[d].pol_id].num_corr
@@ -108,7 +112,10 @@ def _shape_runs(info: MSInfo, limit_bytes: int, bytes_per_vis: int) -> list[tupl
 
 
 def ensure_column(
-    ms: str | os.PathLike | MSInfo, column: str = "CORRECTED_DATA", *, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    ms: str | os.PathLike | MSInfo,
+    column: str = "CORRECTED_DATA",
+    *,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> bool:
     """Create `column` like DATA if it is absent, and initialise it.
 
@@ -139,14 +146,18 @@ def ensure_column(
     """
     col = _check_writable_column(column)
     if col not in CREATABLE_COLUMNS:
-        raise ParameterError(f"column={column!r} cannot be created; valid: {', '.join(CREATABLE_COLUMNS)}")
+        raise ParameterError(
+            f"column={column!r} cannot be created; valid: {', '.join(CREATABLE_COLUMNS)}"
+        )
     info = open_ms(ms)
-    with ct.table(info.path, ack=False) as t:
+    with ms_lock(info.path), ct.table(info.path, ack=False) as t:
         names = t.colnames()
     if col in names:
         return False
     if "DATA" not in names:
-        raise MissingColumnError(f"{info.path} has no DATA column to copy the storage layout of {col} from")
+        raise MissingColumnError(
+            f"{info.path} has no DATA column to copy the storage layout of {col} from"
+        )
     with ms_lock(info.path):
         t = _open_rw(info.path)
         try:
@@ -176,23 +187,35 @@ def _add_like_data(t: Any, col: str) -> None:
     desc.pop("keywords", None)
     if col == "WEIGHT_SPECTRUM":
         desc["valueType"] = "float"
-    spec = {k: v for k, v in dm.get("SPEC", {}).items() if k in ("DEFAULTTILESHAPE", "MAXIMUMCACHESIZE", "BUCKETSIZE", "TileShape")}
+    spec = {
+        k: v
+        for k, v in dm.get("SPEC", {}).items()
+        if k in ("DEFAULTTILESHAPE", "MAXIMUMCACHESIZE", "BUCKETSIZE", "TileShape")
+    }
     if dm["TYPE"] == "TiledColumnStMan" and "DEFAULTTILESHAPE" not in spec:
         cubes = dm.get("SPEC", {}).get("HYPERCUBES", {})
         if cubes:
             spec["DEFAULTTILESHAPE"] = next(iter(cubes.values()))["TileShape"]
-    t.addcols(ct.maketabdesc([ct.makecoldesc(col, desc)]), {"TYPE": dm["TYPE"], "NAME": dm_name, "SPEC": spec})
+    t.addcols(
+        ct.maketabdesc([ct.makecoldesc(col, desc)]),
+        {"TYPE": dm["TYPE"], "NAME": dm_name, "SPEC": spec},
+    )
 
 
 def _initialise(t: Any, info: MSInfo, col: str, chunk_bytes: int) -> None:
+    parallel = {  # parallel-hand (XX, YY, RR, LL) or Stokes I positions per DATA_DESC_ID
+        d.id: [i for i, c in enumerate(info.pols[d.pol_id].corr_types) if c in (1, 5, 8, 9, 12)]
+        for d in info.ddescs
+    }
     for start, n, ddid in _shape_runs(info, chunk_bytes, 8):
         nchan = info.spws[info.ddescs[ddid].spw_id].num_chan
         ncorr = info.pols[info.ddescs[ddid].pol_id].num_corr
         if col == "CORRECTED_DATA":
             buf = np.empty((n, nchan, ncorr), np.complex64)
             t.getcolnp("DATA", buf, start, n)
-        elif col == "MODEL_DATA":
-            buf = np.ones((n, nchan, ncorr), np.complex64)
+        elif col == "MODEL_DATA":  # 1 Jy unpolarised: parallel hands 1, cross hands 0
+            buf = np.zeros((n, nchan, ncorr), np.complex64)
+            buf[..., parallel[ddid]] = 1.0
         else:
             w = np.empty((n, ncorr), np.float32)
             t.getcolnp("WEIGHT", w, start, n)
@@ -220,14 +243,16 @@ class ChunkWriter:
         The MS is read-only.
     """
 
-    def __init__(self, ms: str | os.PathLike | MSInfo, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+    def __init__(
+        self, ms: str | os.PathLike | MSInfo, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    ) -> None:
         self.info = open_ms(ms)
         self.path = self.info.path
         self.chunk_bytes = chunk_bytes
         self._lock = ms_lock(self.path)
         with self._lock:
             self._t = _open_rw(self.path)
-        self._wtsp = _has_values(self._t, "WEIGHT_SPECTRUM")
+            self._wtsp = _has_values(self._t, "WEIGHT_SPECTRUM")
 
     def __enter__(self) -> ChunkWriter:
         return self
@@ -243,13 +268,21 @@ class ChunkWriter:
                 self._t.close()
             self._t = None
 
-    def write_chunk(self, chunk: Chunk, column: str, values: np.ndarray, block: int | None = None) -> None:
+    def write_chunk(
+        self, chunk: Chunk, column: str, values: np.ndarray, block: int | None = None
+    ) -> None:
         """Write `values` for the rows (and channels) of `chunk`, or of its block `block`."""
         sl = slice(None) if block is None else chunk.block_slice(block)
         self.write(column, chunk.rows[sl], values, channels=chunk.chan)
 
-    def write(self, column: str, rows: Sequence[int] | np.ndarray, values: np.ndarray,
-              *, channels: np.ndarray | None = None) -> None:
+    def write(
+        self,
+        column: str,
+        rows: Sequence[int] | np.ndarray,
+        values: np.ndarray,
+        *,
+        channels: np.ndarray | None = None,
+    ) -> None:
         """Write `values` into `column` at `rows`.
 
         Parameters
@@ -283,9 +316,10 @@ class ChunkWriter:
             rows, values = rows[order], values[order]
         if np.any(np.diff(rows) == 0):
             raise ParameterError(f"rows passed to write {col} contain duplicates")
-        if col in CREATABLE_COLUMNS and col not in self._t.colnames():
-            ensure_column(self.info, col, chunk_bytes=self.chunk_bytes)  # same casacore table
-            self._wtsp = _has_values(self._t, "WEIGHT_SPECTRUM")
+        with self._lock:
+            if col in CREATABLE_COLUMNS and col not in self._t.colnames():
+                ensure_column(self.info, col, chunk_bytes=self.chunk_bytes)  # same table object
+                self._wtsp = _has_values(self._t, "WEIGHT_SPECTRUM")
         if col == "WEIGHT" and values.ndim == 3:
             self._write_expanded_weight(rows, values, channels)
         elif col in ("WEIGHT", "FLAG_ROW"):
@@ -305,9 +339,11 @@ class ChunkWriter:
         cut = np.flatnonzero(np.diff(rows) != 1) + 1
         first = np.concatenate(([0], cut))
         last = np.concatenate((cut, [rows.size]))
-        return [(int(a), int(rows[a]), int(b - a)) for a, b in zip(first, last)]
+        return [(int(a), int(rows[a]), int(b - a)) for a, b in zip(first, last, strict=True)]
 
-    def _put(self, col: str, rows: np.ndarray, values: np.ndarray, channels: np.ndarray | None) -> None:
+    def _put(
+        self, col: str, rows: np.ndarray, values: np.ndarray, channels: np.ndarray | None
+    ) -> None:
         plan = None
         if values.ndim == 3:
             shapes = {self._cell(int(d)) for d in np.unique(self.info.index.ddid[rows])}
@@ -353,7 +389,9 @@ class ChunkWriter:
                     frow[off : off + n] = f.reshape(n, -1).all(axis=1)
         self._put("FLAG_ROW", rows, frow, None)
 
-    def _write_expanded_weight(self, rows: np.ndarray, values: np.ndarray, channels: np.ndarray | None) -> None:
+    def _write_expanded_weight(
+        self, rows: np.ndarray, values: np.ndarray, channels: np.ndarray | None
+    ) -> None:
         values = values.astype(np.float32, copy=False)
         if self._wtsp:
             self._put("WEIGHT_SPECTRUM", rows, values, channels)
@@ -392,8 +430,14 @@ def _has_values(t: Any, col: str) -> bool:
     return col in t.colnames() and t.nrows() > 0 and bool(t.iscelldefined(col, 0))
 
 
-def write_column(ms: str | os.PathLike | MSInfo, column: str, rows: Sequence[int] | np.ndarray,
-                 values: np.ndarray, *, channels: np.ndarray | None = None) -> None:
+def write_column(
+    ms: str | os.PathLike | MSInfo,
+    column: str,
+    rows: Sequence[int] | np.ndarray,
+    values: np.ndarray,
+    *,
+    channels: np.ndarray | None = None,
+) -> None:
     """Write one column for some rows (one-shot :class:`ChunkWriter`).
 
     See :meth:`ChunkWriter.write` for the arguments.

