@@ -137,13 +137,15 @@ def test_applymodes(sim, copy_ms):
     rep = applycal(ms, [g], spw=spw, applymode="trial")
     assert rep.n_newly_flagged > 0 and rep.columns_written == ()
     with ct.table(str(ms), ack=False) as t:
-        assert "CORRECTED_DATA" not in t.colnames() and not t.getcol("FLAG").any()
+        assert "CORRECTED_DATA" not in t.colnames()
+    assert not _cols(ms, "FLAG")["FLAG"].any()
     assert not os.path.exists(str(ms) + ".flagversions")
     # flagonly: flags, no CORRECTED_DATA
     ms = copy_ms(path, "fo.ms")
     rep = applycal(ms, [g], spw=spw, applymode="flagonly")
     with ct.table(str(ms), ack=False) as t:
-        assert "CORRECTED_DATA" not in t.colnames() and t.getcol("FLAG").sum() == rep.n_newly_flagged
+        assert "CORRECTED_DATA" not in t.colnames()
+    assert _cols(ms, "FLAG")["FLAG"].sum() == rep.n_newly_flagged
     # calonly: data calibrated, flags untouched, flagged solutions counted and left uncorrected
     ms = copy_ms(path, "co.ms")
     rep = applycal(ms, [g], spw=spw, applymode="calonly")
@@ -171,7 +173,7 @@ def test_default_spw_selection_skips_wvr_and_tsys_spws(sim, copy_ms):
 def _untouched(ms):
     with ct.table(str(ms), ack=False) as t:
         assert "CORRECTED_DATA" not in t.colnames()
-        assert not t.getcol("FLAG").any()
+    assert not _cols(ms, "FLAG")["FLAG"].any()
     assert not os.path.exists(str(ms) + ".flagversions")
 
 
@@ -240,4 +242,4 @@ def test_cli(sim, copy_ms, capsys):
     assert "CORRECTED_DATA" in capsys.readouterr().out
     args = p.parse_args([str(ms), "--gaintable", str(path)])
     assert run_from_args(args) == 2
-    assert "not a calibration table" in capsys.readouterr().out or True
+    assert "not a calibration table" in capsys.readouterr().out

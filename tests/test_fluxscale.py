@@ -332,3 +332,52 @@ def test_fastcal_fluxscale_is_callable_as_module_and_function(sim):
     a = mod(tab, reference=REF, transfer=PHASE)  # the module object itself
     b = fastcal.fluxscale(tab, reference=REF, transfer=PHASE)  # package attribute
     assert a.fluxes[PHASE].spws[4].fluxd == b.fluxes[PHASE].spws[4].fluxd
+
+
+@pytest.mark.casa
+def test_casa_parity_multiref_refspwmap_antenna(sim, tmp_path, caplog):
+    from casa_helpers import from_json, run_casa, skip_without_casa
+
+    skip_without_casa()
+    ms, truth = sim
+    tab = truth_table(ms, truth, noise=0.02, seed=1, fields=(REF, PHASE, TARGET), refs=(REF, TARGET))
+    tab.flag[(tab.antenna1 == 1) & (tab.field_id == REF) & (tab.spw_id == 4)] = True
+    gcal = str(tmp_path / "in.gcal")
+    tab.write(gcal)
+    cases = {
+        "multiref": dict(reference=["J1924-2914", "G11.92-0.61"]),
+        "spwmap": dict(reference=["J1924-2914"], refspwmap=[0, 1, 2, 3, 4, 4, 4]),
+        "spwmap_ignored": dict(reference=["J1924-2914"], refspwmap=[-1, -1, -1, -1, 4, 4, 4]),
+        # antenna 0 is the refant (ANTENNA2) of every row: CASA selects baselines, so keep it out
+        "antenna": dict(reference=["J1924-2914"], antenna="1~5", gainthreshold=1.5),
+    }
+    calls = ", ".join(f"{k!r}: fluxscale(fluxtable={str(tmp_path / k)!r}, **kw, **{v!r})"
+                      for k, v in cases.items())  # fmt: skip
+    casa = from_json(run_casa(f"""
+        from casatasks import fluxscale
+        kw = dict(vis={ms!r}, caltable={gcal!r}, transfer=['J1832-2039'])
+        emit({{{calls}}})
+    """))
+    for key, kw in cases.items():
+        kw = {**kw, "reference": ",".join(kw["reference"])}
+        with caplog.at_level(logging.WARNING, logger="fastcal.fluxscale"):
+            mine = fluxscale(gcal, transfer="J1832-2039", vis=ms, **kw).as_casa_dict()["1"]
+        theirs = casa[key]["1"]
+        for s in ("4", "5", "6"):
+            assert mine[s]["fluxd"][0] == pytest.approx(theirs[s]["fluxd"][0], rel=5e-3), key
+            assert mine[s]["numSol"][0] == theirs[s]["numSol"][0], key
+        assert mine["fitFluxd"] == pytest.approx(theirs["fitFluxd"], rel=5e-3), key
+    assert "starts with -1" in caplog.text
+
+
+def test_t_jones_table(sim):
+    """One parameter per antenna (gaintype T): ratios per antenna only."""
+    ms, truth = sim
+    g = truth_table(ms, truth, noise=1e-3)
+    t = CalTable(**{**g.__dict__, "vis_cal": "T Jones", "params": g.params[:, :, :1],
+                    "paramerr": g.paramerr[:, :, :1], "snr": g.snr[:, :, :1],
+                    "flag": g.flag[:, :, :1], "path": None})  # fmt: skip
+    res = fluxscale(t, reference=REF, transfer=PHASE)
+    for sf in res.fluxes[PHASE].spws.values():
+        assert sf.num_sol == 8
+        assert sf.fluxd[0] == pytest.approx(true_flux(truth, PHASE, sf.freq_hz), rel=0.01)

@@ -182,7 +182,11 @@ def test_usescratch_writes_model_data_for_selected_field_only(ms):
     setjy(ms, field="J1924-2914", fluxdensity=3.0)  # virtual model, then replaced by MODEL_DATA
     setjy(ms, field="J1924-2914", spw="3,4", fluxdensity=[2.0, 0.5, 0, 0], spix=[-1.0],
           reffreq="230GHz", usescratch=True)
-    assert list_models(ms) == {}  # the solvers must now see MODEL_DATA
+    # the solvers must now see MODEL_DATA in spws 3, 4; the other spws keep the 3 Jy model
+    left = list_models(ms)
+    assert sorted(left) == [f"f0_s{s.id}" for s in info.spws if s.id not in (3, 4)]
+    assert all(m.flux_i == 3.0 for m in left.values())
+    assert virtual_model(info, 0, 3) is None
     with ct.table(ms, ack=False) as t:
         ddid = info.ddid_for_spw(3)
         q = t.query(f"FIELD_ID==0 && DATA_DESC_ID=={ddid}")
@@ -244,6 +248,21 @@ def test_resolved_model_stored_and_zero_spacing(ms):
           minoraxis=1.5, positionangle=30)
     m = virtual_model(info, 0)
     assert (m.shape, m.major_arcsec, m.minor_arcsec, m.pa_deg) == ("disk", 2.0, 1.5, 30.0)
+    for pa in ("30", "30deg", "1800arcmin"):
+        setjy(ms, field="1", fluxdensity=1.0, shape="gaussian", majoraxis="0.05arcmin", positionangle=pa)
+        g = virtual_model(info, 1)
+        assert g.pa_deg == pytest.approx(30.0) and g.major_arcsec == pytest.approx(3.0)
+        assert g.minor_arcsec == pytest.approx(3.0)  # minor defaults to major
+    setjy(ms, field="1", fluxdensity=1.0, shape="gaussian", majoraxis=1.0, minoraxis=2.0, positionangle=10)
+    g = virtual_model(info, 1)  # minor > major: axes swapped, PA turned by 90 deg
+    uvw = np.array([[120.0, 40.0, 0.0], [-30.0, 80.0, 0.0]])
+    fr = info.spws[3].chan_freq
+    # the kernel puts its first axis along pa: 1" along PA 10 deg and 2" along PA 100 deg
+    direct = shape_visibility(uvw, fr, 1, 1.0 * ARCSEC, 2.0 * ARCSEC, math.radians(10.0), 0.0, 0.0)
+    np.testing.assert_allclose(g.visibilities(uvw, fr, (XX,))[:, :, 0], direct, rtol=1e-6)
+    assert (g.major_arcsec, g.minor_arcsec, g.pa_deg) == (2.0, 1.0, 100.0)
+    with pytest.raises(ParameterError, match="positionangle='north'"):
+        setjy(ms, field="1", fluxdensity=1.0, shape="gaussian", majoraxis=1, positionangle="north")
     assert not m.is_point
     f = info.spws[3].chan_freq
     vis = m.visibilities(np.array([[0.0, 0.0, 0.0], [150.0, 40.0, 0.0]]), f, (XX, YY))

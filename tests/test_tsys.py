@@ -109,6 +109,22 @@ def test_channel_mismatch_is_an_error(tiny_ms, copy_ms):
         tsys_table(ms, fix_times=False)
 
 
+def test_time_major_row_order_gives_the_same_table(tiny_ms, tmp_path):
+    """Rows sorted by TIME (several spws per integration, as importasdm writes them): the
+    main-table summary splits runs by DATA_DESC_ID and the table is unchanged."""
+    path, truth = tiny_ms
+    sorted_ms = tmp_path / "sorted" / path.name  # same MSName
+    sorted_ms.parent.mkdir()
+    with ct.table(str(path), ack=False) as t, t.sort("TIME, DATA_DESC_ID, ANTENNA1, ANTENNA2") as s:
+        s.copy(str(sorted_ms), deep=True).close()
+    with ct.table(str(sorted_ms), ack=False) as t:
+        tm, dd = t.getcol("TIME"), t.getcol("DATA_DESC_ID")
+    assert np.any((tm[1:] == tm[:-1]) & (dd[1:] != dd[:-1]))  # mixed-spw integrations
+    for fix in (False, "auto"):
+        a, b = tsys_table(path, fix_times=fix), tsys_table(sorted_ms, fix_times=fix)
+        assert a.differences(b) == []
+
+
 # ------------------------------------------------------------------ SYSCAL time repair
 
 
@@ -150,6 +166,21 @@ def test_fix_does_not_touch_ms_unless_asked(offset_ms, copy_ms):
     assert len(backups) == 1
     with ct.table(str(backups[0]), ack=False) as t:
         np.testing.assert_array_equal(t.getcol("TIME"), before)
+
+
+def test_realign_leaves_a_lone_stray_measurement(tiny_ms, copy_ms):
+    """One measurement moved past the end of the data: no common shift places more
+    measurements on their scans, so nothing is shifted (the others stay on their scans)."""
+    path, truth = tiny_ms
+    ms = copy_ms(path)
+    with ct.table(str(ms / "SYSCAL"), readonly=False, ack=False) as t:
+        tim = t.getcol("TIME")
+        last = tim == tim.max()
+        tim[last] += 500.0
+        t.putcol("TIME", tim)
+    exp = truth.syscal_time - truth.syscal_interval / 2
+    got = tsys_table(ms).solutions(int(truth.tsys_spw_ids[0])).time
+    np.testing.assert_allclose(got, np.r_[exp[:-1], exp[-1] + 500.0], atol=1e-6)
 
 
 def test_small_offset_needs_strict_realign(tiny_ms, copy_ms):
@@ -260,19 +291,27 @@ def test_cli_runs(tiny_ms, tmp_path, capsys):
 
 
 @pytest.mark.casa
-def test_matches_casa_gencal(tiny_ms, tmp_path):
+def test_matches_casa_gencal(tiny_ms, offset_ms, tmp_path):
+    """fix_times=False reproduces CASA 6.7 gencal(caltype='tsys') exactly, also for SYSCAL
+    stamps in the gaps between scans (+40 s), inside the previous scan (-3 s) and past the
+    last integration (the +40 s MS's last measurement)."""
     skip_without_casa()
-    path, _ = tiny_ms
-    ms = tmp_path / "c.ms"
-    shutil.copytree(path, ms)
+    cases = {"plain": tiny_ms[0], "plus40": offset_ms[0], "minus3": tiny_ms[0]}
+    mss = {}
+    for name, src in cases.items():
+        mss[name] = tmp_path / f"{name}.ms"
+        shutil.copytree(src, mss[name])
+    with ct.table(str(mss["minus3"] / "SYSCAL"), readonly=False, ack=False) as t:
+        t.putcol("TIME", t.getcol("TIME") - 3.0)
     run_casa(textwrap.dedent(f"""
         from casatasks import gencal
-        gencal(vis={str(ms)!r}, caltable={str(tmp_path / 'casa.tsys')!r}, caltype='tsys')
+        for ms in {[str(m) for m in mss.values()]!r}:
+            gencal(vis=ms, caltable=ms + '.casa.tsys', caltype='tsys')
         emit({{"ok": True}})
     """))
-    casa = read_caltable(tmp_path / "casa.tsys")
-    ours = tsys_table(ms, fix_times=False)
-    assert ours.differences(casa) == ["casa_version", "extra"]
-    # the SYSCAL-driven values are bit-identical
-    np.testing.assert_array_equal(ours.params, casa.params)
-    np.testing.assert_array_equal(ours.time, casa.time)
+    for name, ms in mss.items():
+        casa = read_caltable(str(ms) + ".casa.tsys")
+        ours = tsys_table(ms, fix_times=False)
+        assert ours.differences(casa) == ["casa_version", "extra"], name
+        np.testing.assert_array_equal(ours.params, casa.params)
+        np.testing.assert_array_equal(ours.time, casa.time)

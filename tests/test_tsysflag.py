@@ -173,3 +173,43 @@ def test_bad_arguments(clean, tiny_ms):
     from fastcal.antpos import antpos_table
     with pytest.raises(CalTableError, match="KAntPos.*B TSYS"):
         flag_tsys(antpos_table(tiny_ms[0], antenna="DA41", offsets=[0, 0, 0.01]))
+
+
+def test_table_from_disk_finds_its_ms(tiny_ms, tmp_path, caplog):
+    """A table read back from disk finds the MS (MSName next to it) for the field intents;
+    without any MS, fieldshape is skipped and said so."""
+    import logging
+    import shutil
+
+    from fastcal.caltable import read_caltable
+
+    path, truth = tiny_ms
+    ms = tmp_path / path.name
+    shutil.copytree(path, ms)
+    tsys_table(ms, tmp_path / "t.tsys")
+    tab = read_caltable(tmp_path / "t.tsys")
+    _, rep = flag_tsys(tab)
+    assert "fieldshape" not in rep.skipped
+    shutil.rmtree(ms)
+    with caplog.at_level(logging.WARNING, logger="fastcal.tsys"):
+        _, rep = flag_tsys(read_caltable(tmp_path / "t.tsys"))
+    assert rep.skipped["fieldshape"] == "no MS intents"
+    assert "no MS for field intents" in caplog.text
+
+
+def test_sharps_kernel_broadens_over_the_wings():
+    from fastcal.kernels.tsys import edge_index, sharps
+
+    d = 1 + 0.001 * np.sin(np.arange(32.0))
+    d[9], d[10], d[11] = 1.1, 1.5, 1.1  # wings 0.1, peak 0.5
+    f = np.zeros(32, bool)
+    assert np.flatnonzero(sharps(d, f, 0.15)).tolist() == [8, 9, 10, 11]
+    assert not sharps(d, f, 0.6).any()
+    f[10] = True  # a flagged peak hides the feature's steps
+    assert not sharps(d, f, 0.15)[10:12].any()
+    # edge finder: a smooth spectrum has no edge; a steep first quarter ends where it flattens
+    assert edge_index(np.linspace(1, 2, 32), np.zeros(32, bool), 3.0) == 0
+    e = np.ones(32)
+    e[:3] = [0.2, 0.5, 0.8]
+    e[3:] += 0.001 * np.arange(29)
+    assert edge_index(e, np.zeros(32, bool), 3.0) == 3  # channels 0..2 are the edge

@@ -47,6 +47,12 @@ _LAZY = {
     "CalTable": "fastcal.caltable",
     "read_caltable": "fastcal.caltable",
     "as_caltable": "fastcal.caltable",
+    # prior calibrations
+    "tsys_table": "fastcal.tsys",
+    "tsys_spwmap": "fastcal.tsys",
+    "fix_syscal_times": "fastcal.tsys",
+    "flag_tsys": "fastcal.tsys",
+    "antpos_table": "fastcal.antpos",
     # simulator
     "simulate": "fastcal.simulate",
     "SimConfig": "fastcal.simulate",

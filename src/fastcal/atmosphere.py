@@ -158,7 +158,9 @@ def wvr_channel_samples(n_sub: int = N_SUB) -> np.ndarray:
     """
     frac = (np.arange(n_sub) + 0.5) / n_sub - 0.5
     out = np.empty((4, 2 * n_sub))
-    for k, (off, bw) in enumerate(zip(WVR_CHANNEL_OFFSETS_HZ, WVR_CHANNEL_BANDWIDTHS_HZ, strict=True)):
+    for k, (off, bw) in enumerate(
+        zip(WVR_CHANNEL_OFFSETS_HZ, WVR_CHANNEL_BANDWIDTHS_HZ, strict=True)
+    ):
         out[k, :n_sub] = WVR_LINE_HZ - off + frac * bw
         out[k, n_sub:] = WVR_LINE_HZ + off + frac * bw
     out.setflags(write=False)
@@ -225,17 +227,23 @@ def model_brightness(
     numpy.ndarray
         float64, shape E + (4,).
     """
-    el = _check_el(elevation_rad)
+    return _brightness(pwv_mm, t_k, p_kpa, _check_el(elevation_rad))
+
+
+def _brightness(pwv_mm, t_k: float, p_kpa: float, el: np.ndarray) -> np.ndarray:
+    """:func:`model_brightness` without argument checks; `pwv_mm` may be an array P
+    (result P + E + (4,))."""
     freqs = wvr_channel_samples()
-    tau = DRY_OPACITY_183 * (freqs / WVR_LINE_HZ) ** 2 + pwv_mm * water_opacity_per_mm(
-        freqs, t_k, p_kpa
-    )  # (4, 2 n_sub)
+    pwv = np.asarray(pwv_mm, dtype=np.float64)
+    kappa = water_opacity_per_mm(freqs, t_k, p_kpa)  # (4, 2 n_sub)
+    dry = DRY_OPACITY_183 * (freqs / WVR_LINE_HZ) ** 2
+    tau = dry + pwv.reshape(pwv.shape + (1,) * (el.ndim + 2)) * kappa
     airmass = 1.0 / np.sin(el)
     return t_k * (-np.expm1(-airmass[..., None, None] * tau)).mean(axis=-1)
 
 
 def _model_stack(params: np.ndarray, el: np.ndarray) -> np.ndarray:
-    return model_brightness(params[0], params[1], params[2], el)
+    return _brightness(params[0], params[1], params[2], el)
 
 
 def _jacobian(params: np.ndarray, el: np.ndarray) -> np.ndarray:
@@ -295,7 +303,11 @@ def fit_layer(
         )
     sig = np.broadcast_to(np.asarray(sigma_k, dtype=np.float64), tb.shape).ravel()
     y = tb.ravel()
-    p = _initial_guess(tb, el) if start is None else np.clip(np.asarray(start, float), _LOWER, _UPPER)
+    p = (
+        _initial_guess(tb, el)
+        if start is None
+        else np.clip(np.asarray(start, float), _LOWER, _UPPER)
+    )
     lam = 1e-3
     r = (y - _model_stack(p, el).ravel()) / sig
     cost = float(r @ r)
@@ -339,21 +351,23 @@ def fit_layer(
     if red > 1:
         cov = cov * red
     return LayerFit(
-        pwv_mm=float(p[0]), t_k=float(p[1]), p_kpa=float(p[2]), cov=cov, chi2=cost, dof=dof,
-        residual_k=(y - _model_stack(p, el).ravel()).reshape(tb.shape), converged=converged,
+        pwv_mm=float(p[0]),
+        t_k=float(p[1]),
+        p_kpa=float(p[2]),
+        cov=cov,
+        chi2=cost,
+        dof=dof,
+        residual_k=(y - _model_stack(p, el).ravel()).reshape(tb.shape),
+        converged=converged,
     )
 
 
 def _initial_guess(tb: np.ndarray, el: np.ndarray) -> np.ndarray:
     """Best PWV on a log grid at T = 270 K, P = 50 kPa (cheap, avoids local minima)."""
-    grid = np.geomspace(0.05, 20.0, 40)
-    best, best_cost = _START.copy(), np.inf
-    for pwv in grid:
-        p = np.array([pwv, _START[1], _START[2]])
-        c = float(np.sum((tb - _model_stack(p, el)) ** 2))
-        if c < best_cost:
-            best, best_cost = p, c
-    return best
+    grid = np.geomspace(0.05, 20.0, 60)
+    model = _brightness(grid, _START[1], _START[2], el)  # (n_grid, n_seg, 4)
+    cost = np.sum((model - tb) ** 2, axis=(1, 2))
+    return np.array([grid[int(np.argmin(cost))], _START[1], _START[2]])
 
 
 def dtdl(fit: LayerFit, elevation_rad: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -378,8 +392,8 @@ def dtdl(fit: LayerFit, elevation_rad: float | np.ndarray) -> tuple[np.ndarray, 
 
     def coeff(p: np.ndarray) -> np.ndarray:
         h = 1e-3 * max(p[0], 0.05)
-        up = model_brightness(p[0] + h, p[1], p[2], el)
-        dn = model_brightness(max(p[0] - h, 0.0), p[1], p[2], el)
+        up = _brightness(p[0] + h, p[1], p[2], el)
+        dn = _brightness(max(p[0] - h, 0.0), p[1], p[2], el)
         return (up - dn) / (p[0] + h - max(p[0] - h, 0.0)) * np.sin(el)[..., None] / PATH_PER_PWV
 
     c0 = coeff(p0)
@@ -447,6 +461,7 @@ def azel(
     sin_el = np.sin(lat) * np.sin(dec) + np.cos(lat) * np.cos(dec) * np.cos(ha)
     el = np.arcsin(np.clip(sin_el, -1.0, 1.0))
     az = np.arctan2(
-        -np.cos(dec) * np.sin(ha), np.sin(dec) * np.cos(lat) - np.cos(dec) * np.sin(lat) * np.cos(ha)
+        -np.cos(dec) * np.sin(ha),
+        np.sin(dec) * np.cos(lat) - np.cos(dec) * np.sin(lat) * np.cos(ha),
     )
     return np.mod(az, 2 * np.pi), el

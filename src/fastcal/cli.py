@@ -8,10 +8,12 @@ what it returns. A :class:`~fastcal.errors.FastcalError` is reported as one line
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from fastcal.errors import FastcalError
 
@@ -52,6 +54,19 @@ def _cmd_listobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_module_command(sub: Any, name: str, module: str, help_text: str) -> None:
+    """A subcommand whose arguments and action live in `module` (add_cli_arguments /
+    run_from_args), so this file stays a thin map from commands to public functions."""
+    mod = importlib.import_module(module)
+    parser = sub.add_parser(name, help=help_text)
+    mod.add_cli_arguments(parser)
+    parser.set_defaults(func=lambda args: _as_exit_code(mod.run_from_args(args)))
+
+
+def _as_exit_code(result: Any) -> int:
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastcal",
@@ -71,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_cli_arguments(sim)
     sim.set_defaults(func=_cmd_simulate)
+
+    _add_module_command(sub, "tsys", "fastcal.tsys",
+                        "build (and flag) a B TSYS table from SYSCAL; print the Tsys spwmap")
+    _add_module_command(sub, "antpos", "fastcal.antpos",
+                        "write a KAntPos Jones table from offsets or a corrections file")
 
     lo = sub.add_parser("listobs", help="print a listobs-like summary of a Measurement Set")
     lo.add_argument("vis", help="Measurement Set path")

@@ -39,7 +39,7 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import casacore.tables as ct
@@ -552,34 +552,46 @@ def _shape_params(shape: str, major: Any, minor: Any, pa: Any) -> tuple[str, flo
     if shape == "point":
         return shape, 0.0, 0.0, 0.0
     maj = _angle_arcsec(major, "majoraxis")
-    mnr = _angle_arcsec(minor, "minoraxis") if minor not in (None, "", 0) else maj
+    mnr = _angle_arcsec(minor, "minoraxis") if minor not in (None, "") else 0.0
+    if mnr == 0.0:  # not given: circular
+        mnr = maj
     if maj <= 0 or mnr <= 0:
         raise ParameterError(f"shape={shape!r} needs majoraxis > 0 and minoraxis > 0 (got {major!r}, {minor!r})")
-    if mnr > maj:
-        maj, mnr = mnr, maj
-    return shape, maj, mnr, float(_angle_deg(pa))
+    pa_deg = float(_angle_deg(pa))
+    if mnr > maj:  # keep major >= minor: the major axis is then perpendicular to `pa`
+        maj, mnr, pa_deg = mnr, maj, pa_deg + 90.0
+    return shape, maj, mnr, pa_deg
 
 
 _ANGLE_UNITS = {"arcsec": 1.0, "arcmin": 60.0, "deg": 3600.0, "rad": 180.0 * 3600.0 / math.pi,
                 "mas": 1e-3, "": 1.0}  # fmt: skip
 
 
-def _angle_arcsec(value: Any, name: str) -> float:
+def _angle(value: Any, name: str, bare_unit: str) -> float:
+    """Angle in arcsec; numbers and unit-less strings are in `bare_unit`."""
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-        return float(value)
-    m = re.fullmatch(r"\s*([-+0-9.eE]+)\s*([a-zA-Z]*)\s*", str(value))
-    if not m or m.group(2).lower() not in _ANGLE_UNITS:
-        raise ParameterError(f"{name}={value!r} is not an angle; valid: arcsec number or e.g. '1.5arcsec'")
-    return float(m.group(1)) * _ANGLE_UNITS[m.group(2).lower()]
+        number, unit = float(value), bare_unit
+    else:
+        m = re.fullmatch(r"\s*([-+0-9.eE]+)\s*([a-zA-Z]*)\s*", str(value))
+        unit = (m.group(2).lower() or bare_unit) if m else ""
+        try:
+            number = float(m.group(1)) if m and unit in _ANGLE_UNITS else math.nan
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            raise ParameterError(f"{name}={value!r} is not an angle; valid: a number ({bare_unit}) or "
+                                 f"a string such as '1.5arcsec', '30deg'")  # fmt: skip
+    return number * _ANGLE_UNITS[unit]
+
+
+def _angle_arcsec(value: Any, name: str) -> float:
+    return _angle(value, name, "arcsec")
 
 
 def _angle_deg(value: Any) -> float:
-    if value in (None, ""):
+    if value is None or (isinstance(value, str) and not value.strip()):
         return 0.0
-    if isinstance(value, str) and not value.strip().lower().endswith("deg"):
-        return _angle_arcsec(value, "positionangle") / 3600.0
-    return _angle_arcsec(str(value).lower().replace("deg", ""), "positionangle") if isinstance(
-        value, str) else float(value)  # fmt: skip
+    return _angle(value, "positionangle", "deg") / 3600.0
 
 
 def setjy(
@@ -674,7 +686,7 @@ def setjy(
             ))  # fmt: skip
     if usescratch:
         _write_model_data(info, models)
-        _remove_models(info.path, models)
+        _remove_models(info, models)
     else:
         _store_models(info.path, models)
     for ms in models.values():
@@ -702,18 +714,31 @@ def _store_models(path: str, models: Mapping[int, list[FluxModel]]) -> None:
     _write_keyword(path, stored)
 
 
-def _remove_models(path: str, models: Mapping[int, list[FluxModel]]) -> None:
-    stored = _read_keyword(path)
+def _remove_models(info: MSInfo, models: Mapping[int, list[FluxModel]]) -> None:
+    """Drop the virtual models that MODEL_DATA now replaces (the solvers prefer a virtual
+    model). A field's every-spw model hit by spw-specific writes is split into per-spw
+    copies for the spws not written, so those keep their model."""
+    stored = _read_keyword(info.path)
     keep = dict(stored)
-    for ms in models.values():
-        for m in ms:
-            for k, r in stored.items():
-                if int(r.get("field_id", -1)) == m.field_id and (
-                    m.spw_id < 0 or int(r.get("spw_id", -1)) in (m.spw_id, -1)
-                ):
-                    keep.pop(k, None)
-    if len(keep) != len(stored):
-        _write_keyword(path, keep)
+    changed = False
+    for fid, ms in models.items():
+        written = {m.spw_id for m in ms}
+        for k, r in stored.items():
+            if int(r.get("field_id", -1)) != fid:
+                continue
+            sid = int(r.get("spw_id", -1))
+            if -1 in written or sid in written:
+                keep.pop(k, None)
+                changed = True
+            elif sid == -1:
+                keep.pop(k, None)
+                changed = True
+                base = FluxModel.from_record(r)
+                for spw in info.spws:
+                    if spw.id not in written and spw.num_chan and _model_key(fid, spw.id) not in keep:
+                        keep[_model_key(fid, spw.id)] = replace(base, spw_id=spw.id).to_record()
+    if changed:
+        _write_keyword(info.path, keep)
 
 
 def _write_model_data(info: MSInfo, models: Mapping[int, list[FluxModel]]) -> None:
@@ -727,7 +752,11 @@ def _write_model_data(info: MSInfo, models: Mapping[int, list[FluxModel]]) -> No
         for fid, ms in models.items():
             by_spw = {m.spw_id: m for m in ms}
             spws = None if -1 in by_spw else ",".join(str(s) for s in sorted(by_spw))
-            chunks = read_chunks(info, ("UVW",), field=str(fid), spw=spws)
+            try:
+                chunks = read_chunks(info, ("UVW",), field=str(fid), spw=spws)
+            except SelectionError as exc:
+                logger.warning("%s: no MODEL_DATA written for field %d: %s", info.path, fid, exc)
+                continue
             for ch in chunks:
                 model = by_spw.get(ch.spw_id, by_spw.get(-1))
                 if model is None:
@@ -1003,7 +1032,7 @@ def setjy_from_csv(
             models.setdefault(fid, []).append(m)
     if usescratch:
         _write_model_data(info, models)
-        _remove_models(info.path, models)
+        _remove_models(info, models)
     else:
         _store_models(info.path, models)
     logger.info("setjy_from_csv %s: %d model(s) from %s", info.path, sum(map(len, models.values())), path)

@@ -361,7 +361,11 @@ def _refspw_map(refspwmap: Any, n_spw: int) -> np.ndarray:
     if refspwmap is None:
         return out
     vals = [int(v) for v in np.atleast_1d(refspwmap)]
-    if not vals or vals[0] < 0 and len(vals) == 1:
+    if not vals or vals[0] < 0:
+        if any(v > -1 for v in vals):
+            logger.warning("refspwmap=%s starts with -1: CASA then ignores the whole map and so does "
+                           "fastcal; give the first spw's own id instead (e.g. [0, 1, 2, 3, 4, 4, 4])",
+                           vals)  # fmt: skip
         return out
     if any(v >= n_spw for v in vals):
         raise ParameterError(f"refspwmap={list(vals)} names a spw >= {n_spw} (spws in the table: 0..{n_spw - 1})")

@@ -256,7 +256,7 @@ def assign_intervals(members: Sequence[SpanMember], solint: Solint,
         label_spw = min(members[i].spw for i in idx)
         spws = tuple(sorted({members[i].spw for i in idx}))
         ivs: list[Interval] = []
-        for b in range(int(bins.max()) + 1 if bins.size else 0):
+        for _ in range(int(bins.max()) + 1 if bins.size else 0):
             ivs.append(Interval(-1, label_spw, spws, -1, -1, -1, math.inf))
         for i in idx:
             m = members[i]

@@ -30,7 +30,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,6 @@ from fastcal import kernels
 from fastcal.caltable import CalTable, as_caltable
 from fastcal.errors import (
     CalTableError,
-    FastcalError,
     ParameterError,
     SelectionError,
     SolveError,
@@ -51,7 +50,15 @@ from fastcal.ms import MSInfo, open_ms, parse_selection, read_block, read_chunks
 from fastcal.ms.info import require_parallel_hands
 from fastcal.ms.read import DEFAULT_CHUNK_BYTES, Chunk
 from fastcal.refant import RefantPlan, apply_flex_refant, parse_refant
-from fastcal.solint import Interval, Solint, SpanMember, assign_intervals, chan_bins, parse_combine, parse_solint
+from fastcal.solint import (
+    Interval,
+    Solint,
+    SpanMember,
+    assign_intervals,
+    chan_bins,
+    parse_combine,
+    parse_solint,
+)
 
 __all__ = [
     "VisCache",
@@ -90,7 +97,7 @@ class _Group:
     width: np.ndarray               # float64[n_chan] |width| (Hz)
     utimes: np.ndarray              # float64[n_t] unique times
     chunk: Chunk | None = None      # MS path
-    cache: "_CachedGroup | None" = None
+    cache: _CachedGroup | None = None
 
     @property
     def n_pol(self) -> int:
@@ -396,7 +403,7 @@ def _build_accs(kind: str, groups: list[_Group], intervals: list[Interval], sol:
                            for m in members])
             # bandwidth-weighted centroid of the distinct spws
             seen = {}
-            for m, f, w in zip(members, fs, ws):
+            for m, f, w in zip(members, fs, ws, strict=True):
                 seen[groups[m].spw] = (f, w)
             fw = np.array(list(seen.values()))
             out_freq = np.array([np.sum(fw[:, 0] * fw[:, 1]) / max(np.sum(fw[:, 1]), 1e-30)])
@@ -446,8 +453,13 @@ class _BlockJob:
     jflag: np.ndarray
 
 
-def _reduce_block(g: _Group, job: _BlockJob, n_ant: int, n_bl: int):
-    """Read one dask block of an MS chunk and reduce it; returns partial interval sums."""
+def _reduce_block(g: _Group, job: _BlockJob, n_ant: int, n_bl: int,
+                  out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None):
+    """Read one dask block of an MS chunk and reduce it; returns partial interval sums.
+
+    With `out` = (vis, wt, n) arrays indexed by the chunk's slots, the block's sums are added
+    to ``out[k][s0:s1+1]`` in place (the cache, whose blocks never share a slot) instead of
+    to new arrays."""
     chunk = g.chunk
     sl = chunk.block_slice(job.block)
     cols = ["DATA", "FLAG", "WEIGHT"]
@@ -463,9 +475,10 @@ def _reduce_block(g: _Group, job: _BlockJob, n_ant: int, n_bl: int):
     s1 = int(rows_slot.max())
     rel = (rows_slot - s0).astype(np.int32)
     shape = (s1 - s0 + 1, n_bl, job.n_out, g.n_pol)
-    vis = np.zeros(shape, np.complex128)
-    wt = np.zeros(shape)
-    nn = np.zeros(shape, np.int64)
+    if out is None:
+        vis, wt, nn = np.zeros(shape, np.complex128), np.zeros(shape), np.zeros(shape, np.int64)
+    else:
+        vis, wt, nn = (a[s0:s1 + 1] for a in out)
     a1 = np.ascontiguousarray(chunk.antenna1[sl], np.int32)
     a2 = np.ascontiguousarray(chunk.antenna2[sl], np.int32)
     jt = tpos.astype(np.int32) if job.jones.shape[0] else np.zeros(times.size, np.int32)
@@ -725,19 +738,18 @@ def load_calibrator(vis: str | os.PathLike | MSInfo, *, field: Any = "", spw: An
                               np.zeros((g.utimes.size, n_bl, g.freq.size, g.n_pol), np.float32),
                               np.zeros(g.utimes.size), np.asarray(g.chunk.chan))
              for gi, g in enumerate(groups)}
+    counts = {gi: np.zeros(store[gi].wt.shape, np.int8) for gi in store}  # scratch (1 sample)
 
     def fn(job):
         gi, bj = job
-        return _reduce_block(groups[gi], bj, n_ant, n_bl)
+        c = store[gi]
+        # blocks hold whole timestamps, so threads never write the same slot
+        return _reduce_block(groups[gi], bj, n_ant, n_bl, out=(c.vis, c.wt, counts[gi]))
 
     def consume(job, res):
         gi, _ = job
-        s0, v, w, _n, _tsum, tcnt = res
-        c = store[gi]
-        s1 = s0 + v.shape[0]
-        c.vis[s0:s1] += v.astype(np.complex64)
-        c.wt[s0:s1] += w.astype(np.float32)
-        c.n_good[s0:s1] += tcnt
+        s0, v, _w, _n, _tsum, tcnt = res
+        store[gi].n_good[s0:s0 + v.shape[0]] += tcnt
 
     needs_col = any(m.kind == "column" for m in models)
     if needs_col:  # reopen with MODEL_DATA in the chunk's readable columns
@@ -747,11 +759,12 @@ def load_calibrator(vis: str | os.PathLike | MSInfo, *, field: Any = "", spw: An
                                _EMPTY_J, _EMPTY_JF))
                 for gi, g in enumerate(groups) for b in range(g.chunk.n_blocks)]
     _run_jobs(fn, jobs, bool(parallel), consume)
+    counts.clear()
     for gi, g in enumerate(groups):
         g.cache = store[gi]
         g.chunk = None
     desc = ", ".join(f"{k}={v!r}" for k, v in sel_kwargs.items() if v) or "all data"
-    cache = VisCache(info, groups, {g.field: m.desc for g, m in zip(groups, models)}, desc,
+    cache = VisCache(info, groups, {g.field: m.desc for g, m in zip(groups, models, strict=True)}, desc,
                      time.perf_counter() - t0)
     logger.info("load_calibrator: %r in %.2f s", cache, cache.load_seconds)
     return cache
@@ -927,7 +940,10 @@ def _run_solve(vis: Any, caltable: Any, p: _Params, sel_kwargs: dict, model: Mod
     else:
         _reduce_ms(info, p, groups, slots, accs, local, intervals, models)
     t_red = time.perf_counter()
-    results = {spw: _solve_spw(p, acc, n_ant) for spw, acc in accs.items()}
+    results: dict[int, _SpwResult] = {}
+    _run_jobs(lambda spw: _solve_spw(p, accs[spw], n_ant), sorted(accs), p.parallel,
+              lambda spw, res: results.__setitem__(spw, res))  # kernels release the GIL
+    results = dict(sorted(results.items()))
     if all(r.no_data.all() for r in results.values()):
         raise SolveError(f"no unflagged cross-correlation data in the selection "
                          f"({', '.join(f'{k}={v!r}' for k, v in sel_kwargs.items() if v) or 'all data'}) "

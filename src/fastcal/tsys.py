@@ -22,7 +22,6 @@ import logging
 import os
 import shutil
 import time as _time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -37,6 +36,7 @@ from fastcal.errors import (
     ParameterError,
     SelectionError,
 )
+from fastcal.kernels import tsys as tk
 from fastcal.ms import open_ms
 from fastcal.ms.info import MSInfo, _check_is_ms
 
@@ -330,11 +330,12 @@ def _n_inside(centres: np.ndarray, spans: list[tuple]) -> int:
 def _realign(meta, main, spw, time, interval, strict):
     """Shift Tsys measurements of each spw onto the scans holding that spw's data.
 
-    A clock offset moves every measurement of a spw by the same amount, so one shift per spw
-    is searched: among the differences (scan centre - measurement centre) the one that puts
-    the most measurement centres inside such scans (CALIBRATE_ATMOSPHERE scans preferred;
-    ties: the smallest shift). It is applied only if it places more measurements than no
-    shift. With `strict`, every measurement is then re-centred on the scan containing it.
+    Triggered when some measurement centre (TIME) lies in no scan holding rows of its spw. A
+    clock offset moves every measurement of a spw by the same amount, so one shift per spw is
+    searched: among the differences (scan centre - measurement centre) the one that puts the
+    most measurement centres inside such scans (CALIBRATE_ATMOSPHERE scans when the spw has
+    any; ties: the smallest shift). It is applied only if it places more measurements than
+    no shift. With `strict`, every measurement is then re-centred on the scan containing it.
     """
     spans = _scan_spans(meta, main)
     time = time.copy()
@@ -348,10 +349,9 @@ def _realign(meta, main, spw, time, interval, strict):
         atm = [c for c in cands if c[3]] or cands
         sel = spw == s
         t_meas = np.unique(time[sel])
-        centres = np.array([float(np.mean(t0 - interval[sel & (time == t0)] / 2
-                                          + interval[sel & (time == t0)] / 2)) for t0 in t_meas])
+        centres = t_meas.astype(np.float64)  # SYSCAL TIME is the measurement's centre
         best, best_n = 0.0, _n_inside(centres, atm)
-        if best_n < centres.size:
+        if _n_inside(centres, cands) < centres.size:  # some sit on no data of their spw
             for d in sorted({round(c[2] - m, 6) for c in atm for m in centres}, key=abs):
                 n = _n_inside(centres + d, atm)
                 if n > best_n:
@@ -501,6 +501,8 @@ class _TimeLookup:
     def _window(self, t: float) -> slice:
         i0 = int(np.searchsorted(self.utime, t - _CASA_TIME_TOL, "left"))
         i1 = int(np.searchsorted(self.utime, t + _CASA_TIME_TOL, "right"))
+        if i0 >= self.utime.size:  # past the last integration: CASA 6.7 gives the last one
+            return slice(self.utime.size - 1, self.utime.size)
         # MSMetaData::getFieldsForTimes also takes the first time past the window
         return slice(i0, min(i1 + 1, self.utime.size))
 
@@ -519,6 +521,8 @@ class _TimeLookup:
         after = self.scan_lo > t
         if after.any():  # as CASA 6.7 labels a Tsys table stamped just before its scan
             return int(self.scan_no[after][np.argmin(self.scan_lo[after])])
+        if self.scan_no.size:  # after the last scan: CASA 6.7 gives the last one
+            return int(self.scan_no[np.argmax(self.scan_hi)])
         return -1
 
 
@@ -798,16 +802,6 @@ def _fields_with(intents: dict[int, set[str]], present: np.ndarray, names: Seque
     return sel
 
 
-def _masked_median(x: np.ndarray, flag: np.ndarray, axis) -> tuple[np.ndarray, np.ndarray]:
-    """Median over `axis` of unflagged values; (median (0 where none), none-valid mask)."""
-    xm = np.where(flag, np.nan, x.astype(np.float64))
-    allbad = np.all(flag, axis=axis)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices
-        med = np.nanmedian(xm, axis=axis)
-    return np.where(allbad, 0.0, med), allbad
-
-
 class _SpwView:
     """Tsys spectra of one spw: data/flag (n_time, n_ant, nchan, npol) and normalised data."""
 
@@ -823,58 +817,11 @@ class _SpwView:
         self._renorm()
 
     def _renorm(self) -> None:
-        # pipeline SpectrumResult: median of the unflagged channels; normalise if > 0
-        med, _ = _masked_median(self.data, self.flag, axis=2)
-        self.median = med
-        scale = np.where(med > 0, med, 1.0)
-        self.norm = self.data / scale[:, :, None, :]
+        self.median, self.norm = tk.normalise(self.data, self.flag, chan_axis=2)
 
     def spectrum_flagged(self) -> np.ndarray:
         """(n_time, n_ant, npol): every channel flagged."""
         return np.all(self.flag, axis=2)
-
-
-def _sharps(data, flag, limit):
-    """VectorFlagger 'sharps' rule: channels bracketing a channel-to-channel jump > limit."""
-    diff = np.abs(data[1:] - data[:-1])
-    diff_flag = flag[1:] | flag[:-1]
-    newflag = (diff > limit) & ~diff_flag
-    rest = ~(diff_flag | newflag)
-    if rest.any():
-        median_diff = np.median(diff[rest])
-        median_flag = (diff > 2 * median_diff) & ~diff_flag
-    else:
-        median_flag = newflag.copy()
-    start = None
-    end = None
-    for i in range(median_flag.size):
-        if median_flag[i]:
-            end = i
-            if start is None:
-                start = i
-        elif start is not None:
-            if np.any(newflag[start:end]):  # broaden over the block (pipeline: end exclusive)
-                newflag[start:end] = True
-            start = None
-    chan = np.zeros(data.size, bool)
-    chan[:-1] = newflag
-    chan[1:] |= newflag
-    return chan
-
-
-def _small_diff_index(data, flag, limit):
-    """VectorFlagger edge finder: first good channel (first quarter) where the step to the
-    next good channel falls below ``limit`` x the median step; 1 if none is found."""
-    q = data.size // 4
-    good = ~flag[:q]
-    gd = data[:q][good]
-    gi = np.arange(q)[good]
-    if gd.size < 2:
-        return 1
-    steps = np.abs(gd[1:] - gd[:-1])
-    med = np.median(steps)
-    hit = np.flatnonzero(steps < limit * med)
-    return int(gi[hit[0]]) if hit.size else 1
 
 
 def flag_tsys(
@@ -905,7 +852,8 @@ def flag_tsys(
     caltable : path or CalTable
         A ``B TSYS`` table.
     vis : str, optional
-        MS for the field intents (default: the table's source MS if it still exists).
+        MS for the field intents (default: the table's source MS if it still exists, or
+        ``MSName`` next to the table file).
         Without it every field counts as an ATMOSPHERE field and fieldshape is skipped.
     metrics : str or list
         Subset/order of :data:`TSYS_METRICS`.
@@ -963,11 +911,15 @@ def flag_tsys(
 def _info_for(tab: CalTable, vis) -> MSInfo | None:
     if vis is not None:
         return open_ms(vis)
-    if tab.ms_path and os.path.isdir(tab.ms_path):
-        try:
-            return open_ms(tab.ms_path)
-        except MSError as exc:
-            log.warning("cannot read %s for field intents: %s", tab.ms_path, exc)
+    cands = [tab.ms_path]
+    if tab.path and tab.ms_name:  # MSName is a base name: look next to the table
+        cands.append(os.path.join(os.path.dirname(os.path.abspath(tab.path)), tab.ms_name))
+    for cand in cands:
+        if cand and os.path.isdir(cand):
+            try:
+                return open_ms(cand)
+            except MSError as exc:
+                log.warning("cannot read %s for field intents: %s", cand, exc)
     log.warning("flag_tsys: no MS for field intents; every field is treated as an ATMOSPHERE "
                 "field and the fieldshape metric is skipped")
     return None
@@ -1020,11 +972,7 @@ def _m_derivative(v, intents, th, report):
     """Spectra whose 100 x MAD of the channel-to-channel difference of the normalised
     spectrum exceeds fd_max_limit (absolute limit, pipeline 'max abs' rule)."""
     tmask = _atm_mask(v, intents)
-    d = v.norm[:, :, 1:, :] - v.norm[:, :, :-1, :]
-    df = v.flag[:, :, 1:, :] | v.flag[:, :, :-1, :]
-    med, none = _masked_median(d, df, axis=2)
-    mad, _ = _masked_median(np.abs(d - med[:, :, None, :]), df, axis=2)
-    metric = 100.0 * mad
+    metric, none = tk.derivative_metric(v.norm, v.flag, chan_axis=2)
     hit = tmask[:, None, None] & ~none & (metric > th["fd_max_limit"])
     t_i, a_i, p_i = np.nonzero(hit)
     _flag_spectra(v, report, "derivative", t_i, a_i, p_i, metric[hit])
@@ -1043,20 +991,9 @@ def _m_fieldshape(v, intents, th, report):
         report.skipped.setdefault("fieldshape", f"spw {v.spw}: no {th['ff_refintent']} field")
         log.info("fieldshape: spw %d has no %s Tsys spectra; skipped", v.spw, th["ff_refintent"])
         return
-    ref, refbad = _masked_median(v.norm[refmask], v.flag[refmask], axis=0)  # (ant, chan, pol)
-    step = np.abs(ref[:, 1:, :] - ref[:, :-1, :])
-    sbad = refbad[:, 1:, :] | refbad[:, :-1, :]
-    line = (step > 0.05) & ~sbad
-    lchan = np.zeros_like(refbad)
-    lchan[:, :-1, :] |= line
-    lchan[:, 1:, :] |= line
-    refbad = refbad | lchan
+    ref, refbad = tk.shape_reference(v.norm[refmask], v.flag[refmask])  # (ant, chan, pol)
     has_ref = np.any(~v.spectrum_flagged()[refmask], axis=0)  # (ant, pol)
-    diff = np.abs(v.norm - ref[None])
-    dflag = v.flag | refbad[None]
-    valid = ~dflag
-    cnt = valid.sum(axis=2)
-    metric = 100.0 * np.where(valid, diff, 0.0).sum(axis=2) / np.maximum(cnt, 1)
+    metric, cnt = tk.shape_metric(v.norm, v.flag, ref, refbad)
     hit = tmask[:, None, None] & has_ref[None] & (cnt > 0) & (metric > th["ff_max_limit"])
     t_i, a_i, p_i = np.nonzero(hit)
     _flag_spectra(v, report, "fieldshape", t_i, a_i, p_i, metric[hit])
@@ -1074,18 +1011,18 @@ def _m_birdies(v, intents, th, report):
     n_ant = norm.shape[1]
     spw_stack = np.moveaxis(norm, 2, -1).reshape(-1, v.nchan)
     spw_flag = np.moveaxis(fl, 2, -1).reshape(-1, v.nchan)
-    spw_med, spw_bad = _masked_median(spw_stack, spw_flag, axis=0)
+    spw_med, spw_bad = tk.masked_median(spw_stack, spw_flag, axis=0)
     for a in range(n_ant):
         st = np.moveaxis(norm[:, a], 1, -1).reshape(-1, v.nchan)
         sf = np.moveaxis(fl[:, a], 1, -1).reshape(-1, v.nchan)
         if sf.all():
             continue
-        med, bad = _masked_median(st, sf, axis=0)
+        med, bad = tk.masked_median(st, sf, axis=0)
         diff = med - spw_med
         dflag = bad | spw_bad
         if dflag.all():
             continue
-        chans = np.flatnonzero(_sharps(diff, dflag, th["fb_sharps_limit"]))
+        chans = np.flatnonzero(tk.sharps(diff, dflag, th["fb_sharps_limit"]))
         if chans.size:
             v.flag[:, a, chans, :] = True
             report.actions.append(FlagAction("birdies", v.spw, a, None, None, tuple(chans.tolist())))
@@ -1100,11 +1037,11 @@ def _m_edgechans(v, intents, th, report):
         return
     st = np.moveaxis(v.norm[tmask], 2, -1).reshape(-1, v.nchan)
     sf = np.moveaxis(v.flag[tmask], 2, -1).reshape(-1, v.nchan)
-    med, bad = _masked_median(st, sf, axis=0)
+    med, bad = tk.masked_median(st, sf, axis=0)
     if bad.all():
         return
-    left = _small_diff_index(med, bad, th["fe_edge_limit"])
-    right = _small_diff_index(med[::-1], bad[::-1], th["fe_edge_limit"])
+    left = tk.edge_index(med, bad, th["fe_edge_limit"])
+    right = tk.edge_index(med[::-1], bad[::-1], th["fe_edge_limit"])
     chans = np.flatnonzero((np.arange(v.nchan) < left) | (np.arange(v.nchan) > v.nchan - 1 - right))
     if chans.size:
         v.flag[:, :, chans, :] = True

@@ -21,8 +21,9 @@ Pipeline per call:
    sigma_L^2 e_k^2/g_k^2)`` (thermal noise and coefficient error; ``g_k = dT_k/dL``,
    ``e_k`` its error, ``sigma_L`` the rms path), normalised to sum 1.
 5. ``smooth`` (boxcar), ``scale``, antennas in ``wvrflag`` replaced by the mean of up to 3
-   nearest good antennas within ``maxdistm`` (>= ``minnumants`` needed, else flagged);
-   antennas without usable WVR data are flagged (warning).
+   nearest good antennas within ``maxdistm`` (>= ``minnumants`` needed, else FLAG=True in
+   the table); antennas without usable WVR data (valid fraction < ``mingoodfrac``: no rows,
+   zeros, flags) are treated the same way, with a warning (wvrgcal 6.7 does the same).
 6. ``phi = -2 pi nu_c L / c`` per spw with ``nu_c = CHAN_FREQ[nchan // 2]``;
    ``reversespw`` flips the sign.
 """
@@ -35,7 +36,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import casacore.tables as ct
 import numpy as np
@@ -84,7 +85,7 @@ class WVRData:
         INTERVAL of the samples (s).
     tb : float64 (n_t, n_ant, 4)
         Brightness temperatures (K); NaN where missing, flagged, zero or non-finite.
-    field_id, scan, state_id : int (n_t,)
+    field_id, scan, state_id, observation_id : int (n_t,)
         Of the sample (first antenna's row).
     on_source : bool (n_t,)
         State intents include ON_SOURCE, SIGNAL or REFERENCE (True without STATE).
@@ -97,6 +98,8 @@ class WVRData:
     sigma_k : float64 (n_ant, 4)
         Thermal noise per channel estimated from sample-to-sample differences (K; NaN if
         the antenna has no data).
+    present : bool (n_ant,)
+        The antenna has WVR rows (usable or not).
     """
 
     time: np.ndarray
@@ -105,11 +108,13 @@ class WVRData:
     field_id: np.ndarray
     scan: np.ndarray
     state_id: np.ndarray
+    observation_id: np.ndarray
     on_source: np.ndarray
     elevation: np.ndarray
     elevation_source: str
     wvr_spws: tuple[int, ...]
     sigma_k: np.ndarray
+    present: np.ndarray
 
     @property
     def n_ant(self) -> int:
@@ -147,11 +152,14 @@ class WVRStats:
     ----------
     antenna_names : tuple of str
     has_wvr : bool (n_ant,)
-        Usable WVR data (good fraction >= ``mingoodfrac``).
+        The antenna has WVR rows (wvrgcal's "WVR?" column), even if they are unusable.
     flagged : bool (n_ant,)
-        FLAG=True in the table (no WVR and not interpolated, or interpolation impossible).
+        Its own WVR is not used: in ``wvrflag`` or valid fraction < ``mingoodfrac``
+        (wvrgcal's "Flag?" column; the pipeline QA counts these).
     interpolated : bool (n_ant,)
-        Path taken from neighbours (``wvrflag``).
+        Path taken from neighbouring antennas.
+    table_flagged : bool (n_ant,)
+        FLAG=True (CPARAM 1) in the table: flagged and not interpolable.
     good_frac : float64 (n_ant,)
         Fraction of on-source samples with all 4 channels valid.
     rms_um : float64 (n_ant,)
@@ -173,6 +181,7 @@ class WVRStats:
     has_wvr: np.ndarray
     flagged: np.ndarray
     interpolated: np.ndarray
+    table_flagged: np.ndarray
     good_frac: np.ndarray
     rms_um: np.ndarray
     disc_um: np.ndarray
@@ -188,13 +197,16 @@ class WVRStats:
             "WVR": [bool(x) for x in self.has_wvr],
             "Flag": [bool(x) for x in self.flagged],
             "Frac_unflagged": [float(x) for x in self.good_frac],
-            "RMS_um": [float(x) for x in self.rms_um],
-            "Disc_um": [float(x) for x in self.disc_um],
+            "RMS_um": [float(np.nan_to_num(x)) for x in self.rms_um],
+            "Disc_um": [float(np.nan_to_num(x)) for x in self.disc_um],
         }
 
     def report(self) -> str:
         """Multi-line text summary (retrievals and the antenna table), as wvrgcal logs it."""
-        lines = ["Retrieved parameters", "PWV(mm)  err    T(K)   P(kPa)  dT1dL  dT2dL  dT3dL  dT4dL  sources"]
+        lines = [
+            "Retrieved parameters",
+            "PWV(mm)  err    T(K)   P(kPa)  dT1dL  dT2dL  dT3dL  dT4dL  sources",
+        ]
         for r in self.retrievals:
             d = " ".join(f"{x:6.3f}" for x in r.dtdl)
             lines.append(
@@ -261,6 +273,7 @@ class Improvement:
     score : float
         ``1 / median(ratio)`` (> 1: WVR improved the phases).
     refant : int
+        -1: the rms is the median over up to 8 reference antennas.
     method : str
         How the phases were obtained.
     scans : tuple of int
@@ -295,11 +308,7 @@ def _wvr_spw_ids(info: MSInfo, wvrspw: Sequence[int] | int | None) -> tuple[int,
                     f"{info.spws[int(s)].num_chan} channels; a WVR spw has 4"
                 )
         return tuple(int(s) for s in ids)
-    ids = tuple(
-        s.id
-        for s in info.spws
-        if s.num_chan == 4 and s.id in with_rows
-    )
+    ids = tuple(s.id for s in info.spws if s.num_chan == 4 and s.id in with_rows)
     if not ids:
         names = ", ".join(f"{s.id}:{s.name}({s.num_chan} ch)" for s in info.spws)
         raise UnsupportedError(
@@ -383,10 +392,10 @@ def read_wvr_data(
     tb[bad] = np.nan
     n_ant = len(info.antennas)
     times = idx.time[rows]
-    # common time grid: round to 1 ms so antennas of one sample share a slot
-    keys = np.round(times * 1000.0).astype(np.int64)
-    ukeys, first, inv = np.unique(keys, return_index=True, return_inverse=True)
-    n_t = ukeys.size
+    # common time grid: antennas' time stamps within a quarter of the sample interval of
+    # each other form one sample (robust to per-antenna jitter of the time stamps)
+    inv, first = _time_slots(times, cols["INTERVAL"])
+    n_t = first.size
     grid = np.full((n_t, n_ant, 4), np.nan)
     ant = idx.antenna1[rows]
     grid[inv, ant] = tb
@@ -399,19 +408,47 @@ def read_wvr_data(
     on_source = np.array([on.get(int(s), True) for s in state], dtype=bool)
     elevation, el_src = _elevations(info, t_mean, field_id)
     return WVRData(
-        time=t_mean, interval=interval, tb=grid, field_id=field_id.astype(np.int32),
-        scan=scan.astype(np.int32), state_id=state.astype(np.int32), on_source=on_source,
-        elevation=elevation, elevation_source=el_src, wvr_spws=spws,
+        time=t_mean,
+        interval=interval,
+        tb=grid,
+        field_id=field_id.astype(np.int32),
+        scan=scan.astype(np.int32),
+        state_id=state.astype(np.int32),
+        observation_id=idx.observation_id[rows][first].astype(np.int32),
+        on_source=on_source,
+        elevation=elevation,
+        elevation_source=el_src,
+        wvr_spws=spws,
         sigma_k=_thermal_noise(grid),
+        present=np.bincount(ant, minlength=n_ant) > 0,
     )
+
+
+def _time_slots(times: np.ndarray, interval: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group row times into samples: (slot index per row, first row of each slot).
+
+    Sorted times start a new slot where the step exceeds a quarter of the median INTERVAL
+    (or 0.1 s if INTERVAL is unusable).
+    """
+    order = np.argsort(times, kind="stable")
+    ts = times[order]
+    med = float(np.median(interval)) if interval.size else 0.0
+    tol = 0.25 * med if np.isfinite(med) and med > 0 else 0.1
+    new = np.concatenate([[True], np.diff(ts) > tol])
+    slot_sorted = np.cumsum(new) - 1
+    inv = np.empty_like(slot_sorted)
+    inv[order] = slot_sorted
+    first = order[np.flatnonzero(new)]
+    return inv, first
 
 
 def _thermal_noise(tb: np.ndarray) -> np.ndarray:
     """Robust per-antenna, per-channel noise (K) from first differences (1.4826 MAD / sqrt 2)."""
     d = np.diff(tb, axis=0)
+    median = np.median if np.isfinite(d).all() else np.nanmedian  # nanmedian is slow
     with np.errstate(all="ignore"), _quiet_nan():
-        med = np.nanmedian(d, axis=0)
-        mad = np.nanmedian(np.abs(d - med), axis=0)
+        med = median(d, axis=0)
+        mad = median(np.abs(d - med), axis=0)
     return 1.4826 * mad / np.sqrt(2.0)
 
 
@@ -497,7 +534,10 @@ def _parse_seconds(value: str | float | int | None, name: str) -> float:
             raise ParameterError(
                 f"{name}={value!r} is not a time; valid: e.g. '3s', '0.5min', 3.0 (seconds)"
             )
-        s = float(m.group(1)) * {"s": 1, "sec": 1, None: 1, "min": 60, "m": 60, "h": 3600}[m.group(2)]
+        s = (
+            float(m.group(1))
+            * {"s": 1, "sec": 1, None: 1, "min": 60, "m": 60, "h": 3600}[m.group(2)]
+        )
     if not np.isfinite(s) or s < 0:
         raise ParameterError(f"{name}={value!r} is invalid; valid: >= 0 seconds")
     return s
@@ -507,7 +547,9 @@ def _antenna_ids(info: MSInfo, values: Iterable, name: str) -> list[int]:
     out = []
     names = info.antenna_names
     for v in values:
-        if isinstance(v, (int, np.integer)) or (isinstance(v, str) and v.isdigit() and v not in names):
+        if isinstance(v, (int, np.integer)) or (
+            isinstance(v, str) and v.isdigit() and v not in names
+        ):
             i = int(v)
             if not 0 <= i < len(names):
                 raise SelectionError(
@@ -548,8 +590,12 @@ def _segments(data: WVRData, use: np.ndarray, info: MSInfo, segsource: bool) -> 
     if not segsource:
         seg[idx] = 0
         return seg
-    src = np.array([info.fields[f].source_id if info.fields[f].source_id >= 0 else f
-                    for f in data.field_id[idx]])
+    src = np.array(
+        [
+            info.fields[f].source_id if info.fields[f].source_id >= 0 else f
+            for f in data.field_id[idx]
+        ]
+    )
     change = np.concatenate([[0], np.cumsum(src[1:] != src[:-1])])
     seg[idx] = change
     return seg
@@ -595,7 +641,6 @@ class _Ctx:
     good_ant: np.ndarray
     sigma: np.ndarray  # (4,) array thermal noise (K)
     smooth_n: int
-    retrievals: list = field(default_factory=list)
 
 
 def _retrieval_groups(ctx: _Ctx, segsource: bool, tie: Sequence) -> list[list[int]]:
@@ -626,8 +671,14 @@ def _retrieval_groups(ctx: _Ctx, segsource: bool, tie: Sequence) -> list[list[in
     return sorted(groups, key=lambda g: g[0])
 
 
-def _retrieve(ctx: _Ctx, segs: list[int]) -> tuple[dict[int, tuple], Retrieval]:
-    """Fit one retrieval group; return per-segment (g, e) and the Retrieval record."""
+def _retrieve(
+    ctx: _Ctx, segs: list[int], start: np.ndarray | None = None
+) -> tuple[dict[int, tuple], Retrieval]:
+    """Fit one retrieval group; return per-segment (g, e) and the Retrieval record.
+
+    `start`: the previous retrieval's (PWV, T, P), a good first guess for the next one (the
+    fit is the same from any start; it only saves iterations).
+    """
     d = ctx.data
     tbs, els = [], []
     for s in segs:
@@ -638,18 +689,26 @@ def _retrieve(ctx: _Ctx, segs: list[int]) -> tuple[dict[int, tuple], Retrieval]:
             els.append(float(np.nanmean(d.elevation[m][:, ctx.good_ant])))
     tb = np.array(tbs)
     el = np.array(els)
-    fit = atmosphere.fit_layer(tb, el, sigma_k=np.maximum(ctx.sigma, 0.05))
+    fit = atmosphere.fit_layer(tb, el, sigma_k=np.maximum(ctx.sigma, 0.05), start=start)
     g, e = atmosphere.dtdl(fit, el)  # (n_seg, 4)
     per_seg = {s: (g[i], e[i]) for i, s in enumerate(segs)}
     sel = np.isin(ctx.seg, segs)
     fields = sorted({ctx.info.fields[int(f)].name for f in d.field_id[sel]})
     gm, em = atmosphere.dtdl(fit, float(el.mean()))
     rec = Retrieval(
-        sources=tuple(fields), segments=tuple(segs),
+        sources=tuple(fields),
+        segments=tuple(segs),
         time_range=(float(d.time[sel].min()), float(d.time[sel].max())),
-        elevation_rad=float(el.mean()), pwv_mm=fit.pwv_mm, pwv_err_mm=fit.pwv_err_mm,
-        t_k=fit.t_k, p_kpa=fit.p_kpa, chi2=fit.chi2, tb_mean_k=tb.mean(axis=0),
-        dtdl=gm, dtdl_err=em, coeffs=np.zeros(4),
+        elevation_rad=float(el.mean()),
+        pwv_mm=fit.pwv_mm,
+        pwv_err_mm=fit.pwv_err_mm,
+        t_k=fit.t_k,
+        p_kpa=fit.p_kpa,
+        chi2=fit.chi2,
+        tb_mean_k=tb.mean(axis=0),
+        dtdl=gm,
+        dtdl_err=em,
+        coeffs=np.zeros(4),
     )
     if not fit.converged:
         logger.warning("WVR retrieval for %s did not converge (chi2 %.3g)", fields, fit.chi2)
@@ -708,7 +767,11 @@ def _segment_paths(ctx: _Ctx, s: int, g: np.ndarray, e: np.ndarray) -> tuple:
 
 
 def _interpolate_flagged(
-    info: MSInfo, path: np.ndarray, good: np.ndarray, targets: list[int], maxdistm: float,
+    info: MSInfo,
+    path: np.ndarray,
+    good: np.ndarray,
+    targets: list[int],
+    maxdistm: float,
     minnumants: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Replace the path of `targets` by the mean of up to 3 nearest good antennas."""
@@ -720,20 +783,27 @@ def _interpolate_flagged(
         if len(cand) < minnumants:
             logger.warning(
                 "antenna %s: only %d good WVR antenna(s) within maxdistm=%g m (minnumants=%d): "
-                "flagged", info.antennas[a].name, len(cand), maxdistm, minnumants,
+                "flagged",
+                info.antennas[a].name,
+                len(cand),
+                maxdistm,
+                minnumants,
             )
             path[:, a] = np.nan
             continue
         with _quiet_nan():
             path[:, a] = np.nanmean(path[:, cand], axis=1)
         interp[a] = True
-        logger.info("antenna %s: WVR path interpolated from %s", info.antennas[a].name,
-                    [info.antennas[b].name for b in cand])
+        logger.info(
+            "antenna %s: WVR path interpolated from %s",
+            info.antennas[a].name,
+            [info.antennas[b].name for b in cand],
+        )
     return path, interp
 
 
 def solve_wvr(
-    vis: str | os.PathLike,
+    vis: str | os.PathLike | MSInfo,
     caltable: str | os.PathLike | None = None,
     *,
     wvrspw: Sequence[int] | int | None = None,
@@ -755,8 +825,8 @@ def solve_wvr(
 
     Parameters
     ----------
-    vis : str
-        Measurement Set with WVR data.
+    vis : str or MSInfo
+        Measurement Set with WVR data (an open :class:`MSInfo` saves re-reading its index).
     caltable : str, optional
         Output table path; not written when None.
     wvrspw : int or sequence of int, optional
@@ -815,7 +885,9 @@ def solve_wvr(
         raise ParameterError(f"toffset={toffset!r} is invalid; valid: finite seconds")
     smooth_s = _parse_seconds(smooth, "smooth")
     if isinstance(wvrflag, (str, int)):
-        wvrflag = [x for x in str(wvrflag).split(",") if x] if isinstance(wvrflag, str) else [wvrflag]
+        wvrflag = (
+            [x for x in str(wvrflag).split(",") if x] if isinstance(wvrflag, str) else [wvrflag]
+        )
     flag_ids = _antenna_ids(info, wvrflag, "wvrflag")
     if isinstance(tie, str):
         tie = [tie] if tie else []
@@ -836,14 +908,16 @@ def solve_wvr(
     n_ant = data.n_ant
     valid = np.all(np.isfinite(data.tb[use]), axis=-1)  # (n_use, n_ant)
     good_frac = valid.mean(axis=0)
-    has_wvr = good_frac >= mingoodfrac
-    for a in np.flatnonzero(~has_wvr):
+    usable = good_frac >= mingoodfrac
+    for a in np.flatnonzero(~usable):
         logger.warning(
-            "antenna %s: %.0f%% valid WVR samples (< mingoodfrac %.0f%%): no WVR data, flagged "
-            "unless interpolated (wvrflag)", info.antennas[a].name, 100 * good_frac[a],
+            "antenna %s: %.0f%% valid WVR samples (< mingoodfrac %.0f%%): its WVR is not used; "
+            "path interpolated from neighbours if possible, else flagged",
+            info.antennas[a].name,
+            100 * good_frac[a],
             100 * mingoodfrac,
         )
-    good_ant = has_wvr.copy()
+    good_ant = usable.copy()
     good_ant[flag_ids] = False
     if not good_ant.any():
         raise FastcalError(
@@ -862,7 +936,12 @@ def solve_wvr(
 
     path = np.full((data.time.size, n_ant), np.nan)
     disc2 = np.full((data.time.size, n_ant), np.nan)
-    fits = [(grp, *_retrieve(ctx, grp)) for grp in _retrieval_groups(ctx, segsource, tie)]
+    fits = []
+    start = None
+    for grp in _retrieval_groups(ctx, segsource, tie):
+        per_seg, rec = _retrieve(ctx, grp, start)
+        fits.append((grp, per_seg, rec))
+        start = np.array([rec.pwv_mm, rec.t_k, rec.p_kpa])
     ctx.sigma = _noise_orthogonal(ctx, {s: v for _, per_seg, _ in fits for s, v in per_seg.items()})
     retrievals = []
     for grp, per_seg, rec in fits:
@@ -871,18 +950,28 @@ def solve_wvr(
             idx, p, dd, c = _segment_paths(ctx, s, *per_seg[s])
             path[idx], disc2[idx] = p, dd
             coeffs.append(c)
-        retrievals.append(
-            Retrieval(**{**rec.__dict__, "coeffs": np.mean(coeffs, axis=0)})
-        )
-    path[:, ~has_wvr] = np.nan
-    path[:, flag_ids] = np.nan
-    path, interpolated = _interpolate_flagged(info, path, good_ant, flag_ids, maxdistm, minnumants)
+        retrievals.append(Retrieval(**{**rec.__dict__, "coeffs": np.mean(coeffs, axis=0)}))
+    path[:, ~good_ant] = np.nan
+    targets = [int(a) for a in np.flatnonzero(~good_ant)]
+    path, interpolated = _interpolate_flagged(info, path, good_ant, targets, maxdistm, minnumants)
     path *= scale
     path_m = path * 1e-3  # mm -> m
 
     t_idx = np.flatnonzero(use)
-    stats = _statistics(info, data, ctx, path_m, disc2, has_wvr, interpolated, good_frac,
-                        retrievals, statsource, t_idx)
+    stats = _statistics(
+        info,
+        data,
+        ctx,
+        path_m,
+        disc2,
+        data.present,
+        ~good_ant,
+        interpolated,
+        good_frac,
+        retrievals,
+        statsource,
+        t_idx,
+    )
     table = _build_table(info, data, t_idx, path_m, out_spws, rev, toffset)
     written = None
     if caltable is not None:
@@ -890,36 +979,66 @@ def solve_wvr(
         logger.info("wrote WVR table %s (%d rows)", written, table.nrow)
     logger.info("WVR statistics:\n%s", stats.report())
     return WVRResult(
-        table=table, stats=stats, time=data.time[t_idx] + toffset, path_m=path_m[t_idx],
-        field_id=data.field_id[t_idx], segment=seg[t_idx], spw_ids=tuple(out_spws),
+        table=table,
+        stats=stats,
+        time=data.time[t_idx] + toffset,
+        path_m=path_m[t_idx],
+        field_id=data.field_id[t_idx],
+        segment=seg[t_idx],
+        spw_ids=tuple(out_spws),
         caltable=written,
     )
 
 
-def _statistics(info, data, ctx, path_m, disc2, has_wvr, interpolated, good_frac, retrievals,
-                statsource, t_idx) -> WVRStats:
+def _statistics(
+    info,
+    data,
+    ctx,
+    path_m,
+    disc2,
+    has_wvr,
+    flagged,
+    interpolated,
+    good_frac,
+    retrievals,
+    statsource,
+    t_idx,
+) -> WVRStats:
     sel = t_idx
     if statsource:
         fids = set(info.field_ids(statsource))
         sel = np.array([i for i in t_idx if int(data.field_id[i]) in fids], dtype=np.int64)
         if sel.size == 0:
-            logger.warning("statsource=%r has no WVR samples: statistics over all times", statsource)
+            logger.warning(
+                "statsource=%r has no WVR samples: statistics over all times", statsource
+            )
             sel = t_idx
     with _quiet_nan():
         rms = np.sqrt(np.nanmean(path_m[sel] ** 2, axis=0)) * 1e6
         disc = np.sqrt(np.nanmean(disc2[sel], axis=0)) * 1e3
-    disc[~has_wvr] = np.nan
+    disc[flagged] = np.nan
     thermal = np.full(data.n_ant, np.nan)
     if retrievals:
         c = np.mean([r.coeffs for r in retrievals], axis=0)
-        thermal[has_wvr] = float(np.sqrt(np.sum((c * ctx.sigma) ** 2))) * 1e3 / math.sqrt(ctx.smooth_n)
-    flagged = ~np.isfinite(path_m[t_idx]).any(axis=0)
-    for a in np.flatnonzero(has_wvr & (disc > 1000)):
-        logger.warning("antenna %s: WVR Disc %.0f um > 1000 um (cloud or bad WVR?)",
-                       info.antennas[a].name, disc[a])
+        thermal[~flagged] = (
+            float(np.sqrt(np.sum((c * ctx.sigma) ** 2))) * 1e3 / math.sqrt(ctx.smooth_n)
+        )
+    table_flagged = ~np.isfinite(path_m[t_idx]).any(axis=0)
+    for a in np.flatnonzero(~flagged & (disc > 1000)):
+        logger.warning(
+            "antenna %s: WVR Disc %.0f um > 1000 um (cloud or bad WVR?)",
+            info.antennas[a].name,
+            disc[a],
+        )
     return WVRStats(
-        antenna_names=info.antenna_names, has_wvr=has_wvr, flagged=flagged,
-        interpolated=interpolated, good_frac=good_frac, rms_um=rms, disc_um=disc,
+        antenna_names=info.antenna_names,
+        has_wvr=has_wvr,
+        flagged=flagged,
+        interpolated=interpolated,
+        table_flagged=table_flagged,
+        good_frac=good_frac,
+        rms_um=rms,
+        disc_um=disc,
         thermal_um=thermal,
         pwv_mm=float(np.median([r.pwv_mm for r in retrievals])) if retrievals else float("nan"),
         retrievals=retrievals,
@@ -945,10 +1064,20 @@ def _build_table(info, data, t_idx, path_m, out_spws, rev, toffset) -> CalTable:
         freqs[s] = np.array([nu_c])
         widths[s] = np.array([abs(float(np.sum(sp.chan_width)))])
     return CalTable.from_solutions(
-        "T Jones", params, times=data.time[t_idx] + toffset, ms=info.path, refant=-1,
-        flag=flags, snr=snr, paramerr={s: np.zeros_like(v, dtype=np.float32) for s, v in snr.items()},
-        chan_freq=freqs, chan_width=widths, interval=data.interval[t_idx],
-        field_id=data.field_id[t_idx], scan=-1, obs_id=0,
+        "T Jones",
+        params,
+        times=data.time[t_idx] + toffset,
+        ms=info.path,
+        refant=-1,
+        flag=flags,
+        snr=snr,
+        paramerr={s: np.zeros_like(v, dtype=np.float32) for s, v in snr.items()},
+        chan_freq=freqs,
+        chan_width=widths,
+        interval=data.interval[t_idx],
+        field_id=data.field_id[t_idx],
+        scan=-1,
+        obs_id=data.observation_id[t_idx],
     )
 
 
@@ -1006,7 +1135,11 @@ def _table_phasors(table: CalTable, spw: int, times: np.ndarray, n_ant: int) -> 
     """(n_t, n_ant) complex T-Jones factors at the nearest table time (1 where flagged)."""
     sol = table.solutions(spw)
     tt = sol.time
-    j = np.clip(np.searchsorted(tt, times), 1, max(tt.size - 1, 1)) if tt.size > 1 else np.zeros(times.size, int)
+    j = (
+        np.clip(np.searchsorted(tt, times), 1, max(tt.size - 1, 1))
+        if tt.size > 1
+        else np.zeros(times.size, int)
+    )
     if tt.size > 1:
         j = np.where(np.abs(tt[j - 1] - times) <= np.abs(tt[j] - times), j - 1, j)
     par = sol.params[j, :, 0, 0]
@@ -1017,16 +1150,23 @@ def _table_phasors(table: CalTable, spw: int, times: np.ndarray, n_ant: int) -> 
     return out
 
 
-def _phase_rms_views(info: MSInfo, spw: int, scans: Sequence[int], table: CalTable | None,
-                     n_ref: int = 8) -> tuple[np.ndarray, np.ndarray]:
+def _phase_rms_views(
+    info: MSInfo, spw: int, scans: Sequence[int], table: CalTable | None, n_ref: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-antenna phase rms (deg) without and with the WVR table, shape (n_ant, n_chunk)."""
     idx = info.index
     ddids = info.ddids_for_spw(spw)
-    sel = (np.isin(idx.ddid, ddids) & np.isin(idx.scan, scans) & (idx.antenna1 != idx.antenna2)
-           & ~idx.flag_row)
+    sel = (
+        np.isin(idx.ddid, ddids)
+        & np.isin(idx.scan, scans)
+        & (idx.antenna1 != idx.antenna2)
+        & ~idx.flag_row
+    )
     rows = np.flatnonzero(sel)
     if rows.size == 0:
-        raise SelectionError(f"{info.path}: no cross-correlations of spw {spw} in scans {list(scans)}")
+        raise SelectionError(
+            f"{info.path}: no cross-correlations of spw {spw} in scans {list(scans)}"
+        )
     pol = info.pol_for_ddid(ddids[0])
     from fastcal.ms.info import require_parallel_hands
 
@@ -1075,17 +1215,26 @@ def _phase_rms_views(info: MSInfo, spw: int, scans: Sequence[int], table: CalTab
     return without, with_
 
 
-def _phase_rms_views_solve(info: MSInfo, spw: int, pattern: str, table: CalTable,
-                           n_ref: int = 8) -> tuple[np.ndarray, np.ndarray]:
+def _phase_rms_views_solve(
+    info: MSInfo, spw: int, pattern: str, table: CalTable, n_ref: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
     """As :func:`_phase_rms_views` but with ``fastcal.solve.solve_gains`` (gaincal solint='int',
     calmode='p'; the WVR table pre-applied with interp='nearest')."""
     from fastcal.solve import solve_gains
 
     gains = []
     for gt in ((), (table,)):
-        tab = solve_gains(info, intent=pattern, spw=str(spw), solint="int", calmode="p",
-                          gaintype="G", minsnr=0.0, gaintable=list(gt),
-                          interp=["nearest"] * len(gt))
+        tab = solve_gains(
+            info,
+            intent=pattern,
+            spw=str(spw),
+            solint="int",
+            calmode="p",
+            gaintype="G",
+            minsnr=0.0,
+            gaintable=list(gt),
+            interp=["nearest"] * len(gt),
+        )
         sol = tab.solutions(spw)
         par = np.where(sol.flag, np.nan, sol.params)[:, :, 0, :]
         with _quiet_nan():
@@ -1095,8 +1244,9 @@ def _phase_rms_views_solve(info: MSInfo, spw: int, pattern: str, table: CalTable
     refants = [int(a) for a in np.argsort(-counts, kind="stable")[:n_ref] if counts[a] > 0]
     out = []
     for g, scans in gains:
-        out.append(np.stack([_chunk_phase_rms(g[scans == c], refants) for c in np.unique(scans)],
-                            axis=1))
+        out.append(
+            np.stack([_chunk_phase_rms(g[scans == c], refants) for c in np.unique(scans)], axis=1)
+        )
     return out[0], out[1]
 
 
@@ -1162,13 +1312,16 @@ def wvr_improvement(
     if method == "auto":
         try:
             import fastcal.solve  # noqa: F401
+
             method = "gaincal"
         except ImportError:
             method = "direct"
     per_intent = {}
     for name in intents:
         if name not in _QA_INTENTS:
-            raise ParameterError(f"intents={list(intents)!r}: {name!r} is not one of {list(_QA_INTENTS)}")
+            raise ParameterError(
+                f"intents={list(intents)!r}: {name!r} is not one of {list(_QA_INTENTS)}"
+            )
         scans = info.scans_with_intent(_QA_INTENTS[name])
         if not scans:
             continue
@@ -1200,11 +1353,19 @@ def wvr_improvement(
         ratio = rwi / rw
     logger.info("WVR phase-rms improvement: %s -> score %.3f", scores, score)
     return Improvement(
-        antenna_names=info.antenna_names, rms_without_deg=rw, rms_with_deg=rwi, ratio=ratio,
-        score=score, refant=-1,
-        method=("fastcal.solve.solve_gains solint='int' calmode='p'" if method == "gaincal"
-                else "per-integration StEFCal on channel-averaged calibrator data (direct)"),
-        scans=tuple(scans0), spw=int(spw),
+        antenna_names=info.antenna_names,
+        rms_without_deg=rw,
+        rms_with_deg=rwi,
+        ratio=ratio,
+        score=score,
+        refant=-1,
+        method=(
+            "fastcal.solve.solve_gains solint='int' calmode='p'"
+            if method == "gaincal"
+            else "per-integration StEFCal on channel-averaged calibrator data (direct)"
+        ),
+        scans=tuple(scans0),
+        spw=int(spw),
     )
 
 
@@ -1240,8 +1401,8 @@ def wvr_qa_score(
         Score in [0, 1] and the message.
     """
     flagged = int(np.sum(stats.flagged))
-    disc = np.nan_to_num(stats.disc_um[stats.has_wvr], nan=0.0)
-    rms = np.nan_to_num(stats.rms_um[stats.has_wvr], nan=0.0)
+    disc = np.nan_to_num(stats.disc_um, nan=0.0)
+    rms = np.nan_to_num(stats.rms_um, nan=0.0)
     n_disc = int(np.sum(disc > QA_DISC_LIMIT_UM))
     n_rms = int(np.sum(rms > QA_RMS_LIMIT_UM))
     msgs = []
@@ -1253,9 +1414,15 @@ def wvr_qa_score(
         score = 1.0
         if flagged or n_disc or n_rms or ph_noisy:
             score = 0.9 - reduce
-            msgs += [m for m, n in (("Flagged antenna(s)", flagged),
-                                    ("Elevated disc value(s)", n_disc),
-                                    ("Elevated rms value(s)", n_rms)) if n]
+            msgs += [
+                m
+                for m, n in (
+                    ("Flagged antenna(s)", flagged),
+                    ("Elevated disc value(s)", n_disc),
+                    ("Elevated rms value(s)", n_rms),
+                )
+                if n
+            ]
             if bp_noisy:
                 msgs.append("Atmospheric phases appear unstable")
                 score = _linear_score(0.66 - reduce, 0.0, 0.66, 0.34, 0.66)
@@ -1272,8 +1439,11 @@ def wvr_qa_score(
         else:
             score = 0.66 - reduce
             if n_disc == 0 and n_rms == 0 and bp_good:
-                msgs.append("Bandpass " + ("and Phase " if ph_good else "")
-                            + "calibrator atmospheric phase stability appears to be good")
+                msgs.append(
+                    "Bandpass "
+                    + ("and Phase " if ph_good else "")
+                    + "calibrator atmospheric phase stability appears to be good"
+                )
                 score = _linear_score(0.9 - reduce, 0.0, 0.9, 0.67, 0.9)
             else:
                 msgs.append("Check atmospheric phase stability")
@@ -1290,10 +1460,18 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("vis", help="Measurement Set with WVR data")
     parser.add_argument("caltable", help="output T Jones table")
     parser.add_argument("--toffset", type=float, default=0.0, help="seconds added to WVR times")
-    parser.add_argument("--no-segsource", dest="segsource", action="store_false",
-                        help="one retrieval for the whole observation")
-    parser.add_argument("--tie", action="append", default=[],
-                        help="comma-separated sources sharing a retrieval (repeatable)")
+    parser.add_argument(
+        "--no-segsource",
+        dest="segsource",
+        action="store_false",
+        help="one retrieval for the whole observation",
+    )
+    parser.add_argument(
+        "--tie",
+        action="append",
+        default=[],
+        help="comma-separated sources sharing a retrieval (repeatable)",
+    )
     parser.add_argument("--smooth", default="", help="boxcar smoothing time, e.g. 3s")
     parser.add_argument("--wvrflag", default="", help="comma-separated antennas to interpolate")
     parser.add_argument("--maxdistm", type=float, default=500.0)
@@ -1305,19 +1483,33 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wvrspw", default="", help="comma-separated WVR spws (default auto)")
     parser.add_argument("--reversespw", default="")
     parser.add_argument("--overwrite", action="store_true")
-    parser.add_argument("--qa", action="store_true",
-                        help="also compute the calibrator phase-rms improvement and QA score")
+    parser.add_argument(
+        "--qa",
+        action="store_true",
+        help="also compute the calibrator phase-rms improvement and QA score",
+    )
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Run ``fastcal wvrgcal``; print the statistics; return the exit status."""
     wvrspw = [int(x) for x in args.wvrspw.split(",") if x] or None
     res = solve_wvr(
-        args.vis, args.caltable, wvrspw=wvrspw, spw=args.spw or None, toffset=args.toffset,
-        segsource=args.segsource, tie=args.tie, smooth=args.smooth,
-        wvrflag=[x for x in args.wvrflag.split(",") if x], maxdistm=args.maxdistm,
-        minnumants=args.minnumants, mingoodfrac=args.mingoodfrac, statsource=args.statsource,
-        scale=args.scale, reversespw=args.reversespw, overwrite=args.overwrite,
+        args.vis,
+        args.caltable,
+        wvrspw=wvrspw,
+        spw=args.spw or None,
+        toffset=args.toffset,
+        segsource=args.segsource,
+        tie=args.tie,
+        smooth=args.smooth,
+        wvrflag=[x for x in args.wvrflag.split(",") if x],
+        maxdistm=args.maxdistm,
+        minnumants=args.minnumants,
+        mingoodfrac=args.mingoodfrac,
+        statsource=args.statsource,
+        scale=args.scale,
+        reversespw=args.reversespw,
+        overwrite=args.overwrite,
     )
     print(res.stats.report())  # noqa: T201 - CLI output
     print(f"wrote {res.caltable}")  # noqa: T201
