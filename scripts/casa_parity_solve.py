@@ -10,6 +10,9 @@ a subprocess with tests/casa_helpers.py; CASA and python-casacore never share a 
   bandpass    bandpass solint='inf' combine='scan' (pre-applying phase_int)
   delay       gaincal  gaintype='K' solint='inf'
   t_inf       gaincal  gaintype='T' solint='inf' calmode='ap'
+  amp_norm    gaincal  solint='inf' calmode='ap' solnorm=True
+  bp_norm     bandpass solint='inf' combine='scan' solnorm=True
+  no_refant   gaincal  solint='int' calmode='ap' refant=''
 
 and prints, per table, the distribution (median, 90th percentile, max) over solutions
 unflagged in both of |g_fc/g_casa - 1| (amplitude), |arg(g_fc/g_casa)| (deg) or, for K,
@@ -37,6 +40,9 @@ CASES = {
     "bandpass": dict(task="bandpass", solint="inf", combine="scan", pre="phase_int"),
     "delay": dict(task="gaincal", solint="inf", gaintype="K"),
     "t_inf": dict(task="gaincal", solint="inf", calmode="ap", gaintype="T"),
+    "amp_norm": dict(task="gaincal", solint="inf", calmode="ap", solnorm=True),
+    "bp_norm": dict(task="bandpass", solint="inf", combine="scan", solnorm=True),
+    "no_refant": dict(task="gaincal", solint="int", calmode="ap", refant=""),
 }
 
 
@@ -54,7 +60,8 @@ def run_fastcal(ms: Path, out: Path, field: str, spw: str, refant: str) -> dict[
 
     times = {}
     for name, c in CASES.items():
-        kw = dict(field=field, spw=spw, refant=refant, solint=c["solint"], overwrite=True)
+        kw = dict(field=field, spw=spw, refant=c.get("refant", refant), solint=c["solint"],
+                  solnorm=c.get("solnorm", False), overwrite=True)
         if "pre" in c:
             kw["gaintable"] = [str(out / f"fc_{c['pre']}.cal")]
         t0 = time.perf_counter()
@@ -78,7 +85,7 @@ ms, out = {str(ms)!r}, {str(out)!r}
 times = {{}}
 for name, c in cases.items():
     kw = dict(vis=ms, caltable=out + "/casa_" + name + ".cal", field={field!r}, spw={spw!r},
-              refant={refant!r}, solint=c["solint"])
+              refant=c.get("refant", {refant!r}), solint=c["solint"], solnorm=c.get("solnorm", False))
     if "pre" in c:
         kw["gaintable"] = [out + "/casa_" + c["pre"] + ".cal"]
     t0 = time.perf_counter()

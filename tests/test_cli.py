@@ -55,3 +55,11 @@ def test_console_script_entry_point_runs():
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0
     assert "demo" in proc.stdout and "simulate" in proc.stdout
+
+
+def test_functions_named_like_modules_stay_functions():
+    import fastcal.fluxscale  # noqa: F401
+    import fastcal.simulate  # noqa: F401
+
+    assert callable(fastcal.simulate) and fastcal.simulate.__name__ == "simulate"
+    assert callable(fastcal.fluxscale) and fastcal.fluxscale.__name__ == "fluxscale"

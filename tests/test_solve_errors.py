@@ -48,6 +48,8 @@ def _flag(path, ddids, scan=None):
     (dict(model={"NOPE": 1.0}), SelectionError, "model key 'NOPE'"),
     (dict(model="bright"), ParameterError, "model='bright' is invalid"),
     (dict(gaintable=["/nonexistent.cal"]), CalTableError, "does not exist"),
+    (dict(parallel="yes"), ParameterError, "parallel='yes' is invalid"),
+    (dict(chunk_bytes=0), ParameterError, "chunk_bytes=0"),
 ])
 def test_bad_parameters(ms, kwargs, err, match):
     path, _ = ms

@@ -282,3 +282,32 @@ def test_cli_functions(gain_ms, tmp_path, task, capsys):
     tab = read_caltable(out)
     assert tab.vis_cal == ("G Jones" if task == "gaincal" else "B Jones")
     assert f"wrote {out}" in capsys.readouterr().out
+
+
+def test_solnorm_one_factor_per_spw_and_no_refant(gain_ms):
+    """CASA 6.7: solnorm divides a spw's solutions by one factor, sqrt(mean |g|^2) over all
+    unflagged solutions; refant='' writes ANTENNA2 = -1."""
+    path, truth = gain_ms
+    kw = dict(field="0,1", spw=_science(truth), solint="inf", refant="0")
+    plain, normed = solve_gains(path, **kw), solve_gains(path, solnorm=True, **kw)
+    for spw in truth.science_spw_ids:
+        a, b = plain.solutions(int(spw)), normed.solutions(int(spw))
+        good = ~b.flag
+        np.testing.assert_allclose(np.mean(np.abs(b.params[good]) ** 2), 1.0, rtol=1e-5)
+        ratio = np.abs(b.params[good]) / np.abs(a.params[good])
+        np.testing.assert_allclose(ratio, ratio[0], rtol=1e-5)
+    tab = solve_gains(path, field="0", spw=_science(truth), solint="int", refant="")
+    assert np.all(tab.antenna2 == -1)
+
+
+def test_dask_distributed_client_gives_the_same_tables(gain_ms):
+    distributed = pytest.importorskip("distributed")
+    path, truth = gain_ms
+    kw = dict(field=str(BP_FIELD), spw=_science(truth), solint="int", refant="0")
+    local = solve_gains(path, **kw)
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2,
+                            dashboard_address=None) as client:
+        remote = solve_gains(path, parallel=client, **kw)
+        cache = load_calibrator(path, field=str(BP_FIELD), spw=_science(truth), parallel=client)
+    assert remote.equals(local)
+    assert solve_gains(cache, spw=_science(truth), solint="int", refant="0").equals(local, rtol=1e-5, atol=1e-6)

@@ -17,7 +17,13 @@ import pytest
 
 from fastcal import atmosphere
 from fastcal.caltable import read_caltable
-from fastcal.errors import ParameterError, SelectionError, UnsupportedError
+from fastcal.errors import (
+    MSNotFoundError,
+    NotAnMSError,
+    ParameterError,
+    SelectionError,
+    UnsupportedError,
+)
 from fastcal.simulate import SimConfig, simulate
 from fastcal.wvr import (
     add_cli_arguments,
@@ -160,6 +166,18 @@ def test_per_antenna_time_jitter_shares_samples(wvr_ms, copy_ms, wvr_result):
     res = solve_wvr(path)
     assert not res.stats.flagged.any()
     np.testing.assert_allclose(res.path_m, wvr_result.path_m, atol=1e-9)
+
+
+def test_msinfo_and_path_give_the_same_table(wvr_ms, wvr_result, tmp_path):
+    from fastcal.ms import open_ms
+
+    res = solve_wvr(open_ms(wvr_ms[0]))
+    assert res.table.equals(wvr_result.table)
+    with pytest.raises(MSNotFoundError, match="does not exist"):
+        solve_wvr(tmp_path / "missing.ms")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(NotAnMSError, match="plain"):
+        solve_wvr(tmp_path / "plain")
 
 
 def test_ms_without_wvr_spw_is_a_clear_error(wvr_ms, tmp_path):

@@ -53,13 +53,28 @@ _LAZY = {
     "fix_syscal_times": "fastcal.tsys",
     "flag_tsys": "fastcal.tsys",
     "antpos_table": "fastcal.antpos",
+    # flux models and bootstrapping
+    "setjy": "fastcal.flux",
+    "virtual_model": "fastcal.flux",
+    "clear_models": "fastcal.flux",
+    "FluxModel": "fastcal.flux",
+    "read_flux_csv": "fastcal.flux",
+    "write_flux_csv": "fastcal.flux",
+    "setjy_from_csv": "fastcal.flux",
+    "FluxscaleResult": "fastcal.fluxscale",
     # simulator
-    "simulate": "fastcal.simulate",
     "SimConfig": "fastcal.simulate",
     "load_truth": "fastcal.simulate",
 }
 
+# Functions named like their own module are bound eagerly: importing a submodule makes Python
+# set the package attribute of that name to the module, which would shadow a lazy export.
+from fastcal.fluxscale import fluxscale  # noqa: E402
+from fastcal.simulate import simulate  # noqa: E402
+
 __all__ = [
+    "fluxscale",
+    "simulate",
     "__version__",
     "FastcalError",
     "MSError",

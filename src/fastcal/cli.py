@@ -92,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_module_command(sub, "antpos", "fastcal.antpos",
                         "write a KAntPos Jones table from offsets or a corrections file")
 
+    _add_module_command(sub, "setjy", "fastcal.flux",
+                        "set calibrator flux-density models (virtual or MODEL_DATA), flux.csv")
+    _add_module_command(sub, "fluxscale", "fastcal.fluxscale",
+                        "bootstrap calibrator flux densities from a G/T table")
+
     lo = sub.add_parser("listobs", help="print a listobs-like summary of a Measurement Set")
     lo.add_argument("vis", help="Measurement Set path")
     lo.set_defaults(func=_cmd_listobs)

@@ -918,6 +918,7 @@ def write_flux_csv(
     entries: Any,
     *,
     ms: str | None = None,
+    vis: Any = None,
     old_header: bool = False,
     overwrite: bool = False,
 ) -> int:
@@ -932,6 +933,8 @@ def write_flux_csv(
     ms : str, optional
         MS name written in the ``ms`` column for a FluxscaleResult (default: the table's
         ``MSName``).
+    vis : path or MSInfo, optional
+        For a FluxscaleResult: fills ``intents=`` in the comments.
     old_header : bool
         Use ``ms,field,spw,I,Q,U,V,spix,comment``.
     overwrite : bool
@@ -946,7 +949,7 @@ def write_flux_csv(
     if os.path.exists(path) and not overwrite:
         raise ParameterError(f"{path} exists; pass overwrite=True to replace it")
     if hasattr(entries, "fluxes") and hasattr(entries, "table"):
-        entries = entries_from_fluxscale(entries, ms=ms)
+        entries = entries_from_fluxscale(entries, ms=ms, vis=vis)
     entries = list(entries)
     cols = FLUX_CSV_COLUMNS_OLD if old_header else FLUX_CSV_COLUMNS
     tmp = f"{path}.fastcal-tmp-{os.getpid()}"
@@ -965,14 +968,22 @@ def write_flux_csv(
     return n
 
 
-def entries_from_fluxscale(result: Any, ms: str | None = None) -> list[FluxEntry]:
-    """flux.csv rows from a :class:`fastcal.fluxscale.FluxscaleResult` (one per field and spw)."""
+def entries_from_fluxscale(result: Any, ms: str | None = None, vis: Any = None) -> list[FluxEntry]:
+    """flux.csv rows from a :class:`fastcal.fluxscale.FluxscaleResult` (one per field and spw).
+
+    `vis` (optional) fills the comment's ``intents=`` from the scans of each field."""
     name = ms if ms is not None else (result.table.ms_name or "")
+    info = open_ms(vis) if vis is not None else None
     out = []
     for fid, ff in sorted(result.fluxes.items()):
         alpha = ff.alpha if math.isfinite(ff.alpha) else 0.0
+        intents = "N/A"
+        if info is not None:
+            found = sorted({re.sub(r"^(CALIBRATE_|OBSERVE_)", "", i.split("#")[0])  # pipeline style
+                            for sc in info.scans if fid in sc.field_ids for i in sc.intents})  # fmt: skip
+            intents = ",".join(found) or "N/A"
         for s, sf in sorted(ff.spws.items()):
-            comment = (f"# field={ff.field_name} intents=N/A origin=fastcal.fluxscale "
+            comment = (f"# field={ff.field_name} intents={intents} origin=fastcal.fluxscale "
                        f"age=N/A queried_at=N/A err={sf.fluxd_err[0]:.6g} nsol={sf.num_sol}")  # fmt: skip
             out.append(FluxEntry(ms=os.path.basename(name), field=str(fid), spw=int(s),
                                  stokes=tuple(float(x) for x in sf.fluxd), spix=float(alpha),  # type: ignore[arg-type]

@@ -30,8 +30,6 @@ import fnmatch
 import logging
 import math
 import os
-import sys
-import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -473,6 +471,8 @@ def fluxscale(
         fitorder = 1
     gainthreshold = float(gainthreshold)
     names = _field_names(tab, vis)
+    n_fld = int(tab.field_id.max()) + 1 if tab.nrow else 0
+    names = names + [f"field{i}" for i in range(len(names), n_fld)]  # ids beyond the FIELD copy
     ref_ids = _resolve_fields(reference, names, "reference", where)
     if not ref_ids:
         raise ParameterError("reference is empty; give the flux calibrator field(s)")
@@ -483,7 +483,7 @@ def fluxscale(
         raise CalTableError(
             f"{where}: no solutions for the reference field(s) "
             f"{', '.join(f'{names[f]} (id {f})' for f in ref_ids)}; fields with solutions: "
-            f"{', '.join(f'{names[f]} (id {f})' if f < len(names) else str(f) for f in in_table)}"
+            f"{', '.join(f'{names[f]} (id {f})' for f in in_table)}"
         )
     missing = [f for f in ref_ids if f not in in_table]
     if missing:
@@ -552,7 +552,7 @@ def fluxscale(
             good = mgok[f][s] & mgrefok[rs] & (mgref[rs] > 0)
             n = int(good.sum())
             if n == 0:
-                if mgok[f][s].any() or (tab.field_id == f).any():
+                if ((tab.field_id == f) & (tab.spw_id == s)).any():
                     logger.warning("Flux density for %s in SpW=%d (ref SpW=%d): INSUFFICIENT DATA",
                                    names[f], s, rs)  # fmt: skip
                 continue
@@ -807,7 +807,7 @@ def run_from_args(args: Any) -> int:
     if args.csv:
         from fastcal.flux import write_flux_csv
 
-        write_flux_csv(args.csv, res, overwrite=args.overwrite)
+        write_flux_csv(args.csv, res, vis=args.vis, overwrite=args.overwrite)
     if args.json:
         if os.path.exists(args.json) and not args.overwrite:
             raise ParameterError(f"{args.json} exists; pass --overwrite to replace it")
@@ -824,16 +824,3 @@ def run_from_args(args: Any) -> int:
         with open(args.json, "w") as fh:
             json.dump(plain(res.as_casa_dict()), fh, indent=1)
     return 0
-
-
-class _CallableModule(types.ModuleType):
-    """``fastcal.fluxscale`` is both this module and the function: once the submodule is
-    imported, Python binds the package attribute ``fastcal.fluxscale`` to the module, which
-    would shadow a lazily exported function of the same name. Calling the module calls
-    :func:`fluxscale`, so ``fastcal.fluxscale(caltable, reference=...)`` always works."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> FluxscaleResult:
-        return fluxscale(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -167,6 +167,12 @@ def _check_bool(name: str, value: Any) -> None:
         raise ParameterError(f"{name}={value!r} is invalid; valid: True or False")
 
 
+def _check_parallel(value: Any) -> None:
+    if not isinstance(value, (bool, np.bool_)) and not _is_client(value):
+        raise ParameterError(f"parallel={value!r} is invalid; valid: True (threads), False, or a "
+                             f"dask.distributed Client")
+
+
 def _as_list(name: str, value: Any) -> list:
     if value is None:
         return []
@@ -312,7 +318,7 @@ class _Params:
     solnorm: bool
     fillgaps: int
     specs: list
-    parallel: bool
+    parallel: Any  # bool or a dask.distributed Client
     chunk_bytes: int
     apply_args: tuple = ((), (), (), ())
 
@@ -332,7 +338,7 @@ def _validate_common(info: MSInfo, *, kind: str, solint: Any, combine: Any, refa
     _check_num("minblperant", minblperant, 0, integer=True)
     _check_num("minsnr", minsnr, 0)
     _check_bool("solnorm", solnorm)
-    _check_bool("parallel", parallel)
+    _check_parallel(parallel)
     _check_bool("overwrite", overwrite)
     _check_num("fillgaps", fillgaps, 0, integer=True)
     if calmode not in ("ap", "p", "a"):
@@ -347,7 +353,7 @@ def _validate_common(info: MSInfo, *, kind: str, solint: Any, combine: Any, refa
                                 f"to replace it")
     plan = parse_refant(info, refant, refantmode)
     return _Params(kind, sol, comb, plan, kernels.calmode_code(calmode), int(minblperant),
-                   float(minsnr), bool(solnorm), int(fillgaps), [], bool(parallel),
+                   float(minsnr), bool(solnorm), int(fillgaps), [], parallel,
                    int(chunk_bytes or DEFAULT_CHUNK_BYTES))
 
 
@@ -505,9 +511,33 @@ def _reduce_block(g: _Group, job: _BlockJob, n_ant: int, n_bl: int,
     return s0, vis, wt, nn, tsum, tcnt
 
 
-def _run_jobs(fn: Callable, jobs: list, parallel: bool, consume: Callable) -> None:
-    """Run fn(job) for every job, in threads if `parallel`, consuming results in order of
-    completion with a bounded number in flight (memory ~ threads x chunk_bytes)."""
+def _is_client(parallel: Any) -> bool:
+    """True for a dask.distributed Client (anything with submit/gather/nthreads)."""
+    return all(hasattr(parallel, a) for a in ("submit", "gather", "nthreads"))
+
+
+def _run_jobs(fn: Callable, jobs: list, parallel: Any, consume: Callable) -> None:
+    """Run fn(job) for every job and consume the results in the calling thread.
+
+    `parallel`: False = serially; True = in a thread pool (the kernels release the GIL);
+    a dask.distributed Client = as tasks on its workers. At most 2 x workers jobs are in
+    flight (memory ~ 2 x workers x chunk_bytes)."""
+    if _is_client(parallel):
+        from distributed import as_completed
+
+        window = 2 * max(1, sum(parallel.nthreads().values()))
+        ac = as_completed()
+        owner = {}
+        for j in jobs:
+            f = parallel.submit(fn, j, pure=False)
+            owner[f.key] = j
+            ac.add(f)
+            if ac.count() >= window:
+                done = next(ac)
+                consume(owner.pop(done.key), done.result())
+        for done in ac:
+            consume(owner.pop(done.key), done.result())
+        return
     n_workers = min(len(jobs), os.cpu_count() or 1) if parallel else 1
     if n_workers <= 1:
         for j in jobs:
@@ -516,8 +546,7 @@ def _run_jobs(fn: Callable, jobs: list, parallel: bool, consume: Callable) -> No
     with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="fastcal-solve") as ex:
         window = 2 * n_workers
         pending: list = []
-        it = iter(jobs)
-        for j in it:
+        for j in jobs:
             pending.append((j, ex.submit(fn, j)))
             if len(pending) >= window:
                 jj, fut = pending.pop(0)
@@ -687,7 +716,7 @@ def _filter_cache(cache: VisCache, sel_kwargs: dict) -> list[_Group]:
 def load_calibrator(vis: str | os.PathLike | MSInfo, *, field: Any = "", spw: Any = "",
                     intent: Any = "", scan: Any = "", antenna: Any = "", timerange: Any = "",
                     model: ModelArg = None, chunk_bytes: int | None = None,
-                    parallel: bool = True) -> VisCache:
+                    parallel: bool | Any = True) -> VisCache:
     """Read a calibrator once and keep its model-divided sums in memory.
 
     The cache holds, per (spw, field, scan) group, integration, dense baseline, selected
@@ -704,8 +733,8 @@ def load_calibrator(vis: str | os.PathLike | MSInfo, *, field: Any = "", spw: An
         As in :func:`solve_gains`; fixed for the cache's lifetime.
     chunk_bytes : int, optional
         Bytes per read block (default 64 MiB).
-    parallel : bool
-        Reduce blocks in threads.
+    parallel : bool or dask.distributed.Client
+        Reduce blocks in threads, serially, or on a dask.distributed cluster.
 
     Returns
     -------
@@ -718,7 +747,7 @@ def load_calibrator(vis: str | os.PathLike | MSInfo, *, field: Any = "", spw: An
     """
     t0 = time.perf_counter()
     info = open_ms(vis)
-    _check_bool("parallel", parallel)
+    _check_parallel(parallel)
     if chunk_bytes is not None:
         _check_num("chunk_bytes", chunk_bytes, 1, integer=True)
     explicit = _parse_model_arg(info, model)
@@ -740,16 +769,25 @@ def load_calibrator(vis: str | os.PathLike | MSInfo, *, field: Any = "", spw: An
              for gi, g in enumerate(groups)}
     counts = {gi: np.zeros(store[gi].wt.shape, np.int8) for gi in store}  # scratch (1 sample)
 
+    in_place = not _is_client(parallel)
+
     def fn(job):
         gi, bj = job
+        if not in_place:  # remote workers return their sums
+            return _reduce_block(groups[gi], bj, n_ant, n_bl)
         c = store[gi]
         # blocks hold whole timestamps, so threads never write the same slot
         return _reduce_block(groups[gi], bj, n_ant, n_bl, out=(c.vis, c.wt, counts[gi]))
 
     def consume(job, res):
         gi, _ = job
-        s0, v, _w, _n, _tsum, tcnt = res
-        store[gi].n_good[s0:s0 + v.shape[0]] += tcnt
+        s0, v, w, _n, _tsum, tcnt = res
+        c = store[gi]
+        s1 = s0 + v.shape[0]
+        if not in_place:
+            c.vis[s0:s1] += v.astype(np.complex64)
+            c.wt[s0:s1] += w.astype(np.float32)
+        c.n_good[s0:s1] += tcnt
 
     needs_col = any(m.kind == "column" for m in models)
     if needs_col:  # reopen with MODEL_DATA in the chunk's readable columns
@@ -758,7 +796,7 @@ def load_calibrator(vis: str | os.PathLike | MSInfo, *, field: Any = "", spw: An
                                np.arange(g.freq.size, dtype=np.int32), g.freq.size, models[gi],
                                _EMPTY_J, _EMPTY_JF))
                 for gi, g in enumerate(groups) for b in range(g.chunk.n_blocks)]
-    _run_jobs(fn, jobs, bool(parallel), consume)
+    _run_jobs(fn, jobs, parallel, consume)
     counts.clear()
     for gi, g in enumerate(groups):
         g.cache = store[gi]
@@ -791,13 +829,13 @@ class _SpwResult:
 
 
 def _solnorm_g(gains: np.ndarray, flag: np.ndarray) -> None:
-    """Per interval and par: divide by sqrt(mean |g|^2) over unflagged antennas."""
-    amp2 = np.where(flag, np.nan, np.abs(gains) ** 2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        norm = np.sqrt(np.nanmean(amp2, axis=1, keepdims=True))
-    norm = np.where(np.isfinite(norm) & (norm > 0), norm, 1.0)
-    gains /= norm
+    """CASA 6.7 G/T solnorm: one factor per spw, sqrt(mean |g|^2) over every unflagged
+    solution (all intervals, antennas and pols; measured on casatasks 6.7.0.31 output)."""
+    good = ~flag
+    if good.any():
+        norm = float(np.sqrt(np.mean(np.abs(gains[good]) ** 2)))
+        if norm > 0 and np.isfinite(norm):
+            gains /= norm
 
 
 def _solnorm_b(gains: np.ndarray, flag: np.ndarray) -> None:
@@ -864,6 +902,8 @@ def _solve_spw(p: _Params, acc: _Acc, n_ant: int) -> _SpwResult:
     g, perr, snr, flag, _status, _ni, conv = kernels.solve_gains(
         x, w, a1, a2, n_ant, p.calmode, p.kind == "T", p.minblperant, p.minsnr, _MAX_ITER, _TOL)
     used = apply_flex_refant(g, flag, p.refant, order=order)
+    if not p.refant.user:
+        used[:] = -1  # CASA: refant='' writes ANTENNA2 = -1 (phases still relative to ant 0)
     if p.solnorm:
         (_solnorm_b if p.kind == "B" else _solnorm_g)(g, flag)
     if p.kind == "B" and p.fillgaps > 0:
@@ -897,7 +937,7 @@ def _warn_summary(p: _Params, results: dict[int, _SpwResult], info: MSInfo) -> N
             warnings.warn(f"refant {names[p.refant.user[0]]} has no usable solution in {n_alt} of "
                           f"{n_tot} intervals; {'flagged (strict)' if p.refant.mode == 'strict' else 'used ' + ', '.join(alts)}",
                           stacklevel=3)
-        if n_none and p.refant.mode == "flex":
+        if n_none and p.refant.mode == "flex" and p.refant.user:
             warnings.warn(f"no usable reference antenna in {n_none} of {n_tot} intervals "
                           f"(phases not referenced there)", stacklevel=3)
     nc = sum(r.not_converged for r in results.values())
@@ -941,7 +981,7 @@ def _run_solve(vis: Any, caltable: Any, p: _Params, sel_kwargs: dict, model: Mod
         _reduce_ms(info, p, groups, slots, accs, local, intervals, models)
     t_red = time.perf_counter()
     results: dict[int, _SpwResult] = {}
-    _run_jobs(lambda spw: _solve_spw(p, accs[spw], n_ant), sorted(accs), p.parallel,
+    _run_jobs(lambda spw: _solve_spw(p, accs[spw], n_ant), sorted(accs), bool(p.parallel),
               lambda spw, res: results.__setitem__(spw, res))  # kernels release the GIL
     results = dict(sorted(results.items()))
     if all(r.no_data.all() for r in results.values()):
@@ -1016,7 +1056,7 @@ def solve_gains(
     spwmap: Any = (),
     model: ModelArg = None,
     chunk_bytes: int | None = None,
-    parallel: bool = True,
+    parallel: bool | Any = True,
     overwrite: bool = False,
 ) -> CalTable:
     """Solve antenna gains (G, T) or delays (K), as CASA ``gaincal``.
@@ -1034,8 +1074,8 @@ def solve_gains(
     combine : str
         Subset of ``"obs,scan,field,spw"``: boundaries solution intervals may span.
     refant : str
-        Priority list of reference antennas (names or ids). ``""``: the first usable
-        antenna in id order.
+        Priority list of reference antennas (names or ids). ``""``: phases relative to the
+        first usable antenna in id order and ANTENNA2 = -1, as CASA writes.
     refantmode : {"flex", "strict"}
         See :mod:`fastcal.refant` (flex: fall back with phase continuity).
     minblperant : int
@@ -1043,7 +1083,8 @@ def solve_gains(
     minsnr : float
         Solutions with SNR <= minsnr are flagged (SNR = |g| / PARAMERR, CASA's definition).
     solnorm : bool
-        Normalise amplitudes per interval and pol (rms over antennas = 1).
+        Divide every solution of a spw by sqrt(mean |g|^2) over all its unflagged
+        solutions (all times, antennas, pols), as CASA 6.7 does.
     gaintype : {"G", "T", "K"}
         G: one complex gain per antenna and pol; T: one per antenna for both pols;
         K: delays in ns (per spw; FFT peak as CASA, then Gauss-Newton refinement).
@@ -1056,8 +1097,9 @@ def solve_gains(
         source at the phase centre (CASA's default).
     chunk_bytes : int, optional
         Bytes per read block (default 64 MiB); memory ~ threads x 2 x chunk_bytes.
-    parallel : bool
-        Reduce blocks in threads (Numba kernels release the GIL).
+    parallel : bool or dask.distributed.Client
+        True: reduce blocks in threads (Numba kernels release the GIL); False: serially;
+        a Client: as tasks on its workers (blocks are read by the workers).
     overwrite : bool
         Replace an existing `caltable` (CASA overwrites silently; fastcal refuses by default).
 
@@ -1136,7 +1178,7 @@ def solve_bandpass(
     spwmap: Any = (),
     model: ModelArg = None,
     chunk_bytes: int | None = None,
-    parallel: bool = True,
+    parallel: bool | Any = True,
     overwrite: bool = False,
 ) -> CalTable:
     """Solve a per-channel bandpass (``B Jones``), as CASA ``bandpass`` with bandtype B.

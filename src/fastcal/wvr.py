@@ -43,9 +43,24 @@ import numpy as np
 
 from fastcal import atmosphere
 from fastcal.caltable import CalTable, as_caltable
-from fastcal.errors import FastcalError, ParameterError, SelectionError, UnsupportedError
+from fastcal.errors import (
+    FastcalError,
+    MSNotFoundError,
+    NotAnMSError,
+    ParameterError,
+    SelectionError,
+    UnsupportedError,
+)
 from fastcal.ms import open_ms
-from fastcal.ms.info import MSInfo
+from fastcal.ms.info import (
+    AntennaInfo,
+    DataDescInfo,
+    FieldInfo,
+    IndexColumns,
+    MSInfo,
+    SpwInfo,
+    StateInfo,
+)
 
 __all__ = [
     "WVRData",
@@ -291,9 +306,164 @@ class Improvement:
     spw: int
 
 
+# ----------------------------------------------------------------------------- metadata
+@dataclass(frozen=True, eq=False)
+class _Meta:
+    """The metadata solve_wvr needs: subtables, plus either an open MSInfo's index or the
+    DATA_DESC_ID column (reading the 9 index columns of a large MS costs more than the whole
+    WVR solve, so a path is opened this lighter way)."""
+
+    path: str
+    antennas: tuple[AntennaInfo, ...]
+    spws: tuple[SpwInfo, ...]
+    ddescs: tuple[DataDescInfo, ...]
+    fields: tuple[FieldInfo, ...]
+    states: tuple[StateInfo, ...]
+    index: IndexColumns | None
+    ddid: np.ndarray
+
+    @property
+    def antenna_names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.antennas)
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+    def field_ids(self, name: str) -> tuple[int, ...]:
+        return tuple(f.id for f in self.fields if f.name == name)
+
+    def spws_with_rows(self) -> set[int]:
+        dd = np.unique(self.ddid)
+        return {self.ddescs[int(d)].spw_id for d in dd if 0 <= d < len(self.ddescs)}
+
+
+def _col(t: ct.table, name: str, default):
+    return t.getcol(name) if name in t.colnames() and t.nrows() else default
+
+
+def _read_meta(vis: str | os.PathLike | MSInfo) -> _Meta:
+    """Subtables of the MS (and DATA_DESC_ID of every row, unless an MSInfo is given)."""
+    if isinstance(vis, MSInfo):
+        return _Meta(
+            vis.path,
+            vis.antennas,
+            vis.spws,
+            vis.ddescs,
+            vis.fields,
+            vis.states,
+            vis.index,
+            np.asarray(vis.index.ddid),
+        )
+    path = os.path.abspath(os.fspath(vis))
+    if not os.path.exists(path):
+        raise MSNotFoundError(f"Measurement Set {path} does not exist")
+    try:
+        with ct.table(path, ack=False) as t:
+            kw = t.getkeywords()
+            if t.info().get("type") != "Measurement Set" and "MS_VERSION" not in kw:
+                raise NotAnMSError(f"{path} is a casacore table but not a Measurement Set")
+            ddid = t.getcol("DATA_DESC_ID") if t.nrows() else np.zeros(0, np.int32)
+    except RuntimeError as exc:
+        raise NotAnMSError(f"{path} is not a readable casacore table: {exc}") from exc
+    sub = {
+        k: os.path.join(path, k)
+        for k in ("ANTENNA", "SPECTRAL_WINDOW", "DATA_DESCRIPTION", "FIELD", "STATE")
+    }
+    with ct.table(sub["ANTENNA"], ack=False) as t:
+        n = t.nrows()
+        names = _col(t, "NAME", [f"ANT{i}" for i in range(n)])
+        stations = _col(t, "STATION", [""] * n)
+        pos = np.asarray(_col(t, "POSITION", np.zeros((n, 3))), dtype=np.float64)
+        diam = np.asarray(_col(t, "DISH_DIAMETER", np.zeros(n)), dtype=np.float64)
+    antennas = tuple(
+        AntennaInfo(i, str(names[i]), str(stations[i]), pos[i], float(diam[i])) for i in range(n)
+    )
+    spws = []
+    with ct.table(sub["SPECTRAL_WINDOW"], ack=False) as t:
+        n = t.nrows()
+        names = _col(t, "NAME", [""] * n)
+        nchan = _col(t, "NUM_CHAN", np.zeros(n, int))
+        for i in range(n):
+            freq = np.asarray(t.getcell("CHAN_FREQ", i), dtype=np.float64)
+            width = np.asarray(t.getcell("CHAN_WIDTH", i), dtype=np.float64)
+            spws.append(
+                SpwInfo(
+                    i,
+                    str(names[i]),
+                    int(nchan[i]),
+                    freq,
+                    width,
+                    float(freq.mean()) if freq.size else 0.0,
+                    float(np.abs(width).sum()),
+                    -1,
+                    0,
+                )
+            )
+    with ct.table(sub["DATA_DESCRIPTION"], ack=False) as t:
+        spw_id = _col(t, "SPECTRAL_WINDOW_ID", [])
+        pol_id = _col(t, "POLARIZATION_ID", np.zeros(len(spw_id), int))
+    ddescs = tuple(
+        DataDescInfo(i, int(a), int(b)) for i, (a, b) in enumerate(zip(spw_id, pol_id, strict=True))
+    )
+    fields = []
+    with ct.table(sub["FIELD"], ack=False) as t:
+        n = t.nrows()
+        names = _col(t, "NAME", [""] * n)
+        src = _col(t, "SOURCE_ID", np.full(n, -1))
+        for i in range(n):
+            d = np.asarray(t.getcell("PHASE_DIR", i), dtype=np.float64).reshape(-1, 2)
+            fields.append(FieldInfo(i, str(names[i]), float(d[0, 0]), float(d[0, 1]), int(src[i])))
+    states = []
+    if os.path.isdir(sub["STATE"]):
+        with ct.table(sub["STATE"], ack=False) as t:
+            modes = _col(t, "OBS_MODE", [])
+        states = [
+            StateInfo(i, str(m), tuple(x.strip() for x in str(m).split(",") if x.strip()))
+            for i, m in enumerate(modes)
+        ]
+    return _Meta(
+        path, antennas, tuple(spws), ddescs, tuple(fields), tuple(states), None, np.asarray(ddid)
+    )
+
+
+_ROW_SCALARS = (
+    "TIME",
+    "ANTENNA1",
+    "ANTENNA2",
+    "FIELD_ID",
+    "SCAN_NUMBER",
+    "STATE_ID",
+    "OBSERVATION_ID",
+    "FLAG_ROW",
+)
+
+
+def _wvr_rows(meta: _Meta, ddids: Sequence[int]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Unflagged autocorrelation rows of `ddids`: row numbers and their columns."""
+    rows = np.flatnonzero(np.isin(meta.ddid, ddids))
+    if meta.index is not None:
+        idx = meta.index
+        keep = (idx.antenna1[rows] == idx.antenna2[rows]) & ~idx.flag_row[rows]
+        rows = rows[keep]
+        cols = _read_rows(meta.path, rows)
+        cols.update(
+            TIME=idx.time[rows],
+            ANTENNA1=idx.antenna1[rows],
+            FIELD_ID=idx.field_id[rows],
+            SCAN_NUMBER=idx.scan[rows],
+            STATE_ID=idx.state_id[rows],
+            OBSERVATION_ID=idx.observation_id[rows],
+        )
+        return rows, cols
+    cols = _read_rows(meta.path, rows, ("DATA", "FLAG", "INTERVAL") + _ROW_SCALARS)
+    keep = (cols["ANTENNA1"] == cols["ANTENNA2"]) & ~cols["FLAG_ROW"].astype(bool)
+    return rows[keep], {k: v[keep] for k, v in cols.items()}
+
+
 # ----------------------------------------------------------------------------- reading
-def _wvr_spw_ids(info: MSInfo, wvrspw: Sequence[int] | int | None) -> tuple[int, ...]:
-    with_rows = {s for sc in info.scans for s in sc.spw_ids}
+def _wvr_spw_ids(info: _Meta, wvrspw: Sequence[int] | int | None) -> tuple[int, ...]:
+    with_rows = info.spws_with_rows()
     if wvrspw is not None and not (isinstance(wvrspw, (list, tuple)) and len(wvrspw) == 0):
         ids = (wvrspw,) if isinstance(wvrspw, (int, np.integer)) else tuple(wvrspw)
         n_spw = len(info.spws)
@@ -318,7 +488,7 @@ def _wvr_spw_ids(info: MSInfo, wvrspw: Sequence[int] | int | None) -> tuple[int,
     return ids
 
 
-def _state_on_source(info: MSInfo) -> dict[int, bool]:
+def _state_on_source(info: _Meta) -> dict[int, bool]:
     out = {-1: True}
     for s in info.states:
         out[s.id] = any(any(tok in i for tok in ON_SOURCE_TOKENS) for i in s.intents)
@@ -370,18 +540,15 @@ def read_wvr_data(
     UnsupportedError
         No WVR spw / no WVR rows.
     """
-    info = open_ms(vis)
+    info = vis if isinstance(vis, _Meta) else _read_meta(vis)
     spws = _wvr_spw_ids(info, wvrspw)
     ddids = [d.id for d in info.ddescs if d.spw_id in spws]
-    idx = info.index
-    sel = np.isin(idx.ddid, ddids) & (idx.antenna1 == idx.antenna2) & ~idx.flag_row
-    rows = np.flatnonzero(sel)
+    rows, cols = _wvr_rows(info, ddids)
     if rows.size == 0:
         raise UnsupportedError(
             f"{info.path}: WVR spw(s) {list(spws)} have no unflagged autocorrelation rows; "
             "cannot compute a WVR correction"
         )
-    cols = _read_rows(info.path, rows)
     data = cols["DATA"]
     if data.ndim != 3 or data.shape[1] != 4:
         raise UnsupportedError(
@@ -391,18 +558,18 @@ def read_wvr_data(
     bad = cols["FLAG"][:, :, 0] | ~np.isfinite(tb) | (tb == 0.0)
     tb[bad] = np.nan
     n_ant = len(info.antennas)
-    times = idx.time[rows]
+    times = np.asarray(cols["TIME"], dtype=np.float64)
     # common time grid: antennas' time stamps within a quarter of the sample interval of
     # each other form one sample (robust to per-antenna jitter of the time stamps)
     inv, first = _time_slots(times, cols["INTERVAL"])
     n_t = first.size
     grid = np.full((n_t, n_ant, 4), np.nan)
-    ant = idx.antenna1[rows]
+    ant = np.asarray(cols["ANTENNA1"], dtype=np.int64)
     grid[inv, ant] = tb
     t_mean = np.bincount(inv, weights=times, minlength=n_t) / np.bincount(inv, minlength=n_t)
-    field_id = idx.field_id[rows][first]
-    scan = idx.scan[rows][first]
-    state = idx.state_id[rows][first]
+    field_id = np.asarray(cols["FIELD_ID"])[first]
+    scan = np.asarray(cols["SCAN_NUMBER"])[first]
+    state = np.asarray(cols["STATE_ID"])[first]
     interval = cols["INTERVAL"][first].astype(np.float64)
     on = _state_on_source(info)
     on_source = np.array([on.get(int(s), True) for s in state], dtype=bool)
@@ -414,7 +581,7 @@ def read_wvr_data(
         field_id=field_id.astype(np.int32),
         scan=scan.astype(np.int32),
         state_id=state.astype(np.int32),
-        observation_id=idx.observation_id[rows][first].astype(np.int32),
+        observation_id=np.asarray(cols["OBSERVATION_ID"])[first].astype(np.int32),
         on_source=on_source,
         elevation=elevation,
         elevation_source=el_src,
@@ -467,7 +634,7 @@ class _quiet_nan:
         return self._cm.__exit__(*exc)
 
 
-def _elevations(info: MSInfo, times: np.ndarray, field_id: np.ndarray) -> tuple[np.ndarray, str]:
+def _elevations(info: _Meta, times: np.ndarray, field_id: np.ndarray) -> tuple[np.ndarray, str]:
     """(n_t, n_ant) elevation (rad) from POINTING (az/el) or from FIELD directions."""
     n_ant = len(info.antennas)
     el = _pointing_elevation(info.path, times, n_ant)
@@ -543,7 +710,7 @@ def _parse_seconds(value: str | float | int | None, name: str) -> float:
     return s
 
 
-def _antenna_ids(info: MSInfo, values: Iterable, name: str) -> list[int]:
+def _antenna_ids(info: _Meta, values: Iterable, name: str) -> list[int]:
     out = []
     names = info.antenna_names
     for v in values:
@@ -563,7 +730,7 @@ def _antenna_ids(info: MSInfo, values: Iterable, name: str) -> list[int]:
     return out
 
 
-def _spw_list(info: MSInfo, spw, name: str) -> list[int]:
+def _spw_list(info: _Meta, spw, name: str) -> list[int]:
     if spw is None or spw == "" or (isinstance(spw, (list, tuple)) and not spw):
         return []
     if isinstance(spw, str):
@@ -581,7 +748,7 @@ def _spw_list(info: MSInfo, spw, name: str) -> list[int]:
 
 
 # ----------------------------------------------------------------------------- core
-def _segments(data: WVRData, use: np.ndarray, info: MSInfo, segsource: bool) -> np.ndarray:
+def _segments(data: WVRData, use: np.ndarray, info: _Meta, segsource: bool) -> np.ndarray:
     """Segment index per time (-1 for unused times): runs of one source in time order."""
     seg = np.full(data.time.size, -1, dtype=np.int64)
     idx = np.flatnonzero(use)
@@ -634,7 +801,7 @@ def _weights(g: np.ndarray, e: np.ndarray, sigma: np.ndarray, rms_l: float) -> n
 
 @dataclass
 class _Ctx:
-    info: MSInfo
+    info: _Meta
     data: WVRData
     use: np.ndarray
     seg: np.ndarray
@@ -767,7 +934,7 @@ def _segment_paths(ctx: _Ctx, s: int, g: np.ndarray, e: np.ndarray) -> tuple:
 
 
 def _interpolate_flagged(
-    info: MSInfo,
+    info: _Meta,
     path: np.ndarray,
     good: np.ndarray,
     targets: list[int],
@@ -872,7 +1039,7 @@ def solve_wvr(
     FastcalError
         Fewer than 1 antenna with usable WVR data.
     """
-    info = open_ms(vis)
+    info = _read_meta(vis)
     if not np.isfinite(maxdistm) or maxdistm < 0:
         raise ParameterError(f"maxdistm={maxdistm!r} is invalid; valid: >= 0 m")
     if int(minnumants) != minnumants or not 1 <= minnumants <= 3:

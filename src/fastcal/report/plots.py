@@ -45,6 +45,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "DEFAULT_DPI",
+    "PLOT_KINDS",
+    "make_plot",
     "matplotlib_available",
     "plot_tsys",
     "plot_wvr_phase_rms",
@@ -507,7 +509,8 @@ def plot_gain_vs_time(
     ax_amp.set_ylabel("Gain amplitude")
     ax_amp.set_xlabel(xlabel)
     ax_ph.tick_params(labelbottom=False)
-    ax_ph.legend(loc="outside right upper", fontsize=6, ncol=1 + len(ants) // 20, frameon=False)
+    fig.legend(*ax_ph.get_legend_handles_labels(), loc="outside right upper", fontsize=6,
+               ncol=1 + len(ants) // 25, frameon=False)
     fig.suptitle(title or f"{tab.vis_cal} gains vs time, spw {s}", fontsize=9)
     return _save(fig, out_png, dpi)
 
@@ -515,8 +518,10 @@ def plot_gain_vs_time(
 def _antenna_colours(n: int) -> list:
     from matplotlib import colormaps
 
-    cmap = colormaps["tab20" if n <= 20 else "turbo"]
-    return [cmap(i / max(n - 1, 1)) if n > 20 else cmap(i) for i in range(n)]
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    cmap = colormaps["turbo"]
+    return [cmap(0.05 + 0.9 * i / (n - 1)) for i in range(n)]
 
 
 # --------------------------------------------------------------------------------------
@@ -693,3 +698,35 @@ def _subsample(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.
         pick = np.random.default_rng(seed).choice(x.size, MAX_SCATTER_POINTS, replace=False)
         x, y = x[pick], y[pick]
     return x, y
+
+
+# --------------------------------------------------------------------------------------
+# Dispatch by name (plot specs of the pipeline)
+# --------------------------------------------------------------------------------------
+
+#: Plot kinds accepted by :func:`make_plot` (a stage's plot spec names one of them).
+PLOT_KINDS = {
+    "tsys": plot_tsys,
+    "wvr_phase_rms": plot_wvr_phase_rms,
+    "bandpass": plot_bandpass,
+    "gain_vs_time": plot_gain_vs_time,
+    "flux_spectrum": plot_flux_spectrum,
+    "amp_vs_uvdist": plot_amp_vs_uvdist,
+}
+
+
+def make_plot(kind: str, out_png: str | os.PathLike, *args: Any, **kwargs: Any) -> Path:
+    """Call the plot function named `kind` (a key of :data:`PLOT_KINDS`).
+
+    `out_png` is passed as the function's ``out_png``; `args` are its leading positional
+    arguments (the table, or the data arrays) and `kwargs` its keyword options.
+
+    Raises
+    ------
+    ParameterError
+        If `kind` is unknown.
+    """
+    func = PLOT_KINDS.get(kind)
+    if func is None:
+        raise ParameterError(f"plot kind {kind!r} is unknown; valid: {', '.join(PLOT_KINDS)}")
+    return func(*args, out_png=out_png, **kwargs)

@@ -1,0 +1,1 @@
+"""The implemented pipeline stages (one module each); placeholders live in ``recipe.py``."""
