@@ -13,6 +13,8 @@ a subprocess with tests/casa_helpers.py; CASA and python-casacore never share a 
   amp_norm    gaincal  solint='inf' calmode='ap' solnorm=True
   bp_norm     bandpass solint='inf' combine='scan' solnorm=True
   no_refant   gaincal  solint='int' calmode='ap' refant=''
+  flex_refant gaincal  solint='int' calmode='p' on a copy where the refant is flagged after
+              the first integration (flex fallback by distance, phase continuity)
 
 and prints, per table, the distribution (median, 90th percentile, max) over solutions
 unflagged in both of |g_fc/g_casa - 1| (amplitude), |arg(g_fc/g_casa)| (deg) or, for K,
@@ -43,6 +45,7 @@ CASES = {
     "amp_norm": dict(task="gaincal", solint="inf", calmode="ap", solnorm=True),
     "bp_norm": dict(task="bandpass", solint="inf", combine="scan", solnorm=True),
     "no_refant": dict(task="gaincal", solint="int", calmode="ap", refant=""),
+    "flex_refant": dict(task="gaincal", solint="int", calmode="p", ms="flex"),
 }
 
 
@@ -55,6 +58,26 @@ def make_ms(out: Path, n_ant: int, noise_scale: float, seed: int) -> Path:
     return path
 
 
+def make_flex_ms(ms: Path) -> Path:
+    """Copy of `ms` with antenna 0 flagged on field 0 after its first integration."""
+    import shutil
+
+    import casacore.tables as ct
+
+    out = ms.with_name("parity_flex.ms")
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(ms, out)
+    with ct.table(str(out), readonly=False, ack=False) as t:
+        with t.query("FIELD_ID==0 AND ANTENNA1!=ANTENNA2") as q:
+            t0 = float(np.min(q.getcol("TIME")))
+        q = f"FIELD_ID==0 AND (ANTENNA1==0 OR ANTENNA2==0) AND TIME > {t0 + 1.0}"
+        with t.query(q) as sub:
+            for r in range(sub.nrows()):
+                sub.putcell("FLAG", r, np.ones(sub.getcell("FLAG", r).shape, bool))
+    return out
+
+
 def run_fastcal(ms: Path, out: Path, field: str, spw: str, refant: str) -> dict[str, float]:
     from fastcal.solve import solve_bandpass, solve_gains
 
@@ -64,11 +87,12 @@ def run_fastcal(ms: Path, out: Path, field: str, spw: str, refant: str) -> dict[
                   solnorm=c.get("solnorm", False), overwrite=True)
         if "pre" in c:
             kw["gaintable"] = [str(out / f"fc_{c['pre']}.cal")]
+        vis = ms.with_name("parity_flex.ms") if c.get("ms") == "flex" else ms
         t0 = time.perf_counter()
         if c["task"] == "bandpass":
-            solve_bandpass(ms, out / f"fc_{name}.cal", combine=c["combine"], **kw)
+            solve_bandpass(vis, out / f"fc_{name}.cal", combine=c["combine"], **kw)
         else:
-            solve_gains(ms, out / f"fc_{name}.cal", calmode=c.get("calmode", "ap"),
+            solve_gains(vis, out / f"fc_{name}.cal", calmode=c.get("calmode", "ap"),
                         gaintype=c.get("gaintype", "G"), **kw)
         times[name] = time.perf_counter() - t0
     return times
@@ -84,7 +108,8 @@ cases = {CASES!r}
 ms, out = {str(ms)!r}, {str(out)!r}
 times = {{}}
 for name, c in cases.items():
-    kw = dict(vis=ms, caltable=out + "/casa_" + name + ".cal", field={field!r}, spw={spw!r},
+    vis = ms.replace("parity.ms", "parity_flex.ms") if c.get("ms") == "flex" else ms
+    kw = dict(vis=vis, caltable=out + "/casa_" + name + ".cal", field={field!r}, spw={spw!r},
               refant=c.get("refant", {refant!r}), solint=c["solint"], solnorm=c.get("solnorm", False))
     if "pre" in c:
         kw["gaintable"] = [out + "/casa_" + c["pre"] + ".cal"]
@@ -157,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or tempfile.mkdtemp(prefix="fastcal-parity-"))
     out.mkdir(parents=True, exist_ok=True)
     ms = make_ms(out, args.n_ant, args.noise_scale, args.seed)
+    make_flex_ms(ms)
     from fastcal.ms import open_ms
 
     info = open_ms(ms)

@@ -250,6 +250,7 @@ def test_parity_with_casa_gaincal_and_bandpass(tmp_path):
     import casa_parity_solve as parity
 
     ms = parity.make_ms(tmp_path, n_ant=8, noise_scale=0.2, seed=5)
+    parity.make_flex_ms(ms)
     spw = "3,4"
     refant = "0"
     parity.run_fastcal(ms, tmp_path, "0", spw, refant)
@@ -311,3 +312,24 @@ def test_dask_distributed_client_gives_the_same_tables(gain_ms):
         cache = load_calibrator(path, field=str(BP_FIELD), spw=_science(truth), parallel=client)
     assert remote.equals(local)
     assert solve_gains(cache, spw=_science(truth), solint="int", refant="0").equals(local, rtol=1e-5, atol=1e-6)
+
+
+def test_setjy_resolved_virtual_model_equals_model_data(gain_ms, copy_ms):
+    """A resolved setjy model evaluated on the fly (virtual, from UVW) gives the same
+    solutions as the same model written to MODEL_DATA; both differ from a point source."""
+    flux = pytest.importorskip("fastcal.flux")
+    path, truth = gain_ms
+    virt, scratch = copy_ms(path, "v/g.ms"), copy_ms(path, "s/g.ms")  # same MSName
+    model = dict(field="0", fluxdensity=3.0, shape="gaussian", majoraxis="0.4arcsec",
+                 minoraxis="0.3arcsec", reffreq=float(truth.flux_ref_freq_hz))
+    flux.setjy(virt, **model)
+    flux.setjy(scratch, usescratch=True, **model)
+    kw = dict(field="0", spw=_science(truth), solint="inf", refant="0", minsnr=0)
+    a, b = solve_gains(virt, **kw), solve_gains(scratch, **kw)
+    assert a.equals(b, rtol=1e-4, atol=1e-5)
+    point = solve_gains(virt, model=3.0, **kw)
+    assert not point.equals(a, rtol=1e-3, atol=1e-3)
+    for src, ref in ((virt, a), (scratch, b)):  # the cache evaluates the same models
+        cache = load_calibrator(src, field="0", spw=_science(truth))
+        assert solve_gains(cache, **{k: v for k, v in kw.items() if k != "field"}).equals(
+            ref, rtol=1e-4, atol=1e-5)

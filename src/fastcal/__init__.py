@@ -53,6 +53,12 @@ _LAZY = {
     "fix_syscal_times": "fastcal.tsys",
     "flag_tsys": "fastcal.tsys",
     "antpos_table": "fastcal.antpos",
+    # WVR
+    "solve_wvr": "fastcal.wvr",
+    "read_wvr_data": "fastcal.wvr",
+    "wvr_improvement": "fastcal.wvr",
+    "wvr_qa_score": "fastcal.wvr",
+    "WVRResult": "fastcal.wvr",
     # flux models and bootstrapping
     "setjy": "fastcal.flux",
     "virtual_model": "fastcal.flux",

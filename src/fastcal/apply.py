@@ -13,9 +13,9 @@
 * flagged or missing solutions flag the data (calflag/flagonly); in calonly they are left
   uncorrected and counted in :attr:`ApplyReport.n_uncalibrated` (logged as a warning).
 
-Safety: everything is validated before the first write; the MS is locked with a casacore
-permanent write lock for the whole run (a second writer fails at once with a clear
-:class:`~fastcal.errors.ApplyError`); flags are backed up to ``<vis>.flagversions``
+Safety: everything is validated before the first write; the MS is locked against other
+fastcal writers for the whole run (``<vis>/fastcal.lock``: a second writer fails at once with
+a clear :class:`~fastcal.errors.ApplyError`) and each write takes casacore's table lock; flags are backed up to ``<vis>.flagversions``
 before they change (:mod:`fastcal.flagversions`); DATA is never written. A run killed
 half-way leaves DATA untouched, the backup restorable, and a re-run gives exactly the result
 of an uninterrupted run (every written value is a function of DATA, SIGMA and the original
@@ -206,19 +206,21 @@ class _SigmaReader:
 
 
 class _WriteLock:
-    """Exclusive writer lock on the MS for the duration of a run.
+    """Exclusive fastcal-writer lock on the MS for the duration of a run.
 
-    Two locks: an ``flock`` on ``<vis>/fastcal.lock`` (held by the open file description, so
-    it survives other opens/closes of the table inside this process, unlike casacore's
-    ``fcntl`` locks), which makes a second fastcal writer fail at once; and casacore's
-    permanent write lock, which makes casacore-based writers (CASA) wait or fail.
+    An ``flock`` on ``<vis>/fastcal.lock``, held by an open file description (so, unlike
+    casacore's ``fcntl`` table locks, it is not lost when this process opens and closes the
+    table again, and the kernel drops it when the process dies, even by SIGKILL). A second
+    fastcal writer fails at once with :class:`ApplyError`. Every individual write also takes
+    casacore's own table write lock (auto-locking), so casacore-based programs (CASA) wait
+    for each write instead of interleaving with it; readers are never blocked for the whole
+    run (a permanent casacore lock would make every auto-locking reader, e.g. listobs, wait).
     """
 
     LOCK_NAME = "fastcal.lock"
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.t = None
         self.fd: int | None = None
 
     def _busy(self, why: str) -> ApplyError:
@@ -246,16 +248,6 @@ class _WriteLock:
         self.fd = fd
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
-        try:
-            with ms_lock(self.path):
-                self.t = ct.table(self.path, readonly=False, ack=False,
-                                  lockoptions={"option": "permanent", "nattempts": 1})
-                if not self.t.haslock(write=True):
-                    # the table was already open in this process with other lock options
-                    self.t.lock(write=True, nattempts=1)
-        except RuntimeError as exc:
-            self._release_file()
-            raise self._busy(f"its casacore table lock is held ({exc})") from exc
         return self
 
     def _release_file(self) -> None:
@@ -268,13 +260,7 @@ class _WriteLock:
                 self.fd = None
 
     def __exit__(self, *exc: Any) -> None:
-        try:
-            if self.t is not None:
-                with ms_lock(self.path):
-                    self.t.close()
-                self.t = None
-        finally:
-            self._release_file()
+        self._release_file()
 
 
 def _check_writable(info: MSInfo) -> None:
@@ -391,7 +377,7 @@ def applycal(
     read_cols = ("DATA", "FLAG") if writes_data else ("FLAG",)
     specs = prepare_gaintables(info, gaintable, gainfield, interp, spwmap, calwt)
     lock = _WriteLock(info.path) if mode != MODE_TRIAL else contextlib.nullcontext()
-    with lock:  # taken before this process opens the main table for reading
+    with lock:
         return _applycal_locked(info, sel, specs, mode, mode_key, read_cols, writes_data, spw, flagbackup,
                                 chunk_bytes, n_threads, progress, t0)
 

@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_module_command(sub, "antpos", "fastcal.antpos",
                         "write a KAntPos Jones table from offsets or a corrections file")
 
+    _add_module_command(sub, "wvrgcal", "fastcal.wvr",
+                        "WVR phase correction (T Jones table) from the 183 GHz radiometers")
     _add_module_command(sub, "setjy", "fastcal.flux",
                         "set calibrator flux-density models (virtual or MODEL_DATA), flux.csv")
     _add_module_command(sub, "fluxscale", "fastcal.fluxscale",

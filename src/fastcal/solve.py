@@ -457,6 +457,7 @@ class _BlockJob:
     model: _Model
     jones: np.ndarray
     jflag: np.ndarray
+    one_time_per_slot: bool = False
 
 
 def _reduce_block(g: _Group, job: _BlockJob, n_ant: int, n_bl: int,
@@ -501,14 +502,30 @@ def _reduce_block(g: _Group, job: _BlockJob, n_ant: int, n_bl: int,
                                          np.complex64)
         average_model(data, model, flag, weight, a1, a2, rel, job.chan_bin, g.corr_index,
                       job.jones, job.jflag, jt, True, vis, wt, nn)
+    return (s0, vis, wt, nn, *_time_weights(g, job, times, tpos, rel, flag, a1, a2, nn, shape[0]))
+
+
+def _time_weights(g: _Group, job: _BlockJob, times: np.ndarray, tpos: np.ndarray,
+                  rel: np.ndarray, flag: np.ndarray, a1: np.ndarray, a2: np.ndarray,
+                  nn: np.ndarray, n_slot: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per slot: sum of (t - t0) x samples and of samples, for the TIME centroid.
+
+    When every slot of the group holds one timestamp (solint 'int', the cache) the sample
+    counts of the kernel suffice; otherwise unflagged cross-correlation samples are counted
+    per row."""
+    if job.one_time_per_slot:
+        tcnt = nn.reshape(n_slot, -1).sum(axis=1).astype(np.float64)
+        t_slot = np.zeros(n_slot)
+        t_slot[rel] = times - g.utimes[0]
+        return tcnt * t_slot, tcnt
     cross = a1 != a2
     good = np.zeros(times.size)
     if cross.any():
         fl = flag[cross]
         good[cross] = fl.shape[1] * fl.shape[2] - np.count_nonzero(fl.reshape(fl.shape[0], -1), axis=1)
-    tsum = np.bincount(rel, weights=good * (times - g.utimes[0]), minlength=shape[0])
-    tcnt = np.bincount(rel, weights=good, minlength=shape[0])
-    return s0, vis, wt, nn, tsum, tcnt
+    tsum = np.bincount(rel, weights=good * (times - g.utimes[0]), minlength=n_slot)
+    tcnt = np.bincount(rel, weights=good, minlength=n_slot)
+    return tsum, tcnt
 
 
 def _is_client(parallel: Any) -> bool:
@@ -566,9 +583,10 @@ def _reduce_ms(info: MSInfo, p: _Params, groups: list[_Group], slots: list[np.nd
         acc = accs[iv_spw]
         jones, jflag = _group_jones(p.specs, info, g, n_ant)
         slot_local = local[slots[gi]]
+        single = bool(np.unique(slot_local).size == slot_local.size)
         for b in range(g.chunk.n_blocks):
-            jobs.append((g, _BlockJob(gi, b, slot_local, acc.chan_bin[gi],
-                                      acc.out_freq.size, models[gi], jones, jflag), iv_spw))
+            jobs.append((g, _BlockJob(gi, b, slot_local, acc.chan_bin[gi], acc.out_freq.size,
+                                      models[gi], jones, jflag, single), iv_spw))
 
     def fn(job):
         g, bj, _ = job
@@ -651,10 +669,16 @@ def _groups_from_chunks(info: MSInfo, chunks: list[Chunk]) -> list[_Group]:
     return out
 
 
-def _open_groups(vis: Any, sel_kwargs: dict, needs_model_col: bool,
+def _extra_columns(models: Sequence[_Model]) -> tuple[str, ...]:
+    """Columns beyond DATA, FLAG, WEIGHT that the models need."""
+    kinds = {m.kind for m in models}
+    return (("MODEL_DATA",) if "column" in kinds else ()) + (("UVW",) if "resolved" in kinds else ())
+
+
+def _open_groups(vis: Any, sel_kwargs: dict, extra: Sequence[str],
                  chunk_bytes: int) -> tuple[MSInfo, list[_Group]]:
     info = open_ms(vis)
-    cols = ["DATA", "FLAG", "WEIGHT"] + (["MODEL_DATA"] if needs_model_col else [])
+    cols = ["DATA", "FLAG", "WEIGHT", *extra]
     chunks = read_chunks(info, cols, chunk_bytes=chunk_bytes, **sel_kwargs)
     groups = _groups_from_chunks(info, chunks)
     if not groups:
@@ -753,8 +777,11 @@ def load_calibrator(vis: str | os.PathLike | MSInfo, *, field: Any = "", spw: An
     explicit = _parse_model_arg(info, model)
     sel_kwargs = _selection_kwargs(field, spw, intent, scan, antenna, timerange)
     has_col = "MODEL_DATA" in info.columns
-    info, groups = _open_groups(info, sel_kwargs, False, int(chunk_bytes or DEFAULT_CHUNK_BYTES))
+    info, groups = _open_groups(info, sel_kwargs, (), int(chunk_bytes or DEFAULT_CHUNK_BYTES))
     models = [_model_for(info, explicit, g.field, g.spw, has_col) for g in groups]
+    if _extra_columns(models):  # plan again with MODEL_DATA / UVW among the read columns
+        info, groups = _open_groups(info, sel_kwargs, _extra_columns(models),
+                                    int(chunk_bytes or DEFAULT_CHUNK_BYTES))
     n_ant = len(info.antennas)
     n_bl = n_ant * (n_ant - 1) // 2
     jobs = []
@@ -762,7 +789,8 @@ def load_calibrator(vis: str | os.PathLike | MSInfo, *, field: Any = "", spw: An
         slot = np.arange(g.utimes.size, dtype=np.int64)
         cb = np.arange(g.freq.size, dtype=np.int32)
         for b in range(g.chunk.n_blocks):
-            jobs.append((gi, _BlockJob(gi, b, slot, cb, g.freq.size, models[gi], _EMPTY_J, _EMPTY_JF)))
+            jobs.append((gi, _BlockJob(gi, b, slot, cb, g.freq.size, models[gi], _EMPTY_J,
+                                       _EMPTY_JF, True)))
     store = {gi: _CachedGroup(np.zeros((g.utimes.size, n_bl, g.freq.size, g.n_pol), np.complex64),
                               np.zeros((g.utimes.size, n_bl, g.freq.size, g.n_pol), np.float32),
                               np.zeros(g.utimes.size), np.asarray(g.chunk.chan))
@@ -789,13 +817,6 @@ def load_calibrator(vis: str | os.PathLike | MSInfo, *, field: Any = "", spw: An
             c.wt[s0:s1] += w.astype(np.float32)
         c.n_good[s0:s1] += tcnt
 
-    needs_col = any(m.kind == "column" for m in models)
-    if needs_col:  # reopen with MODEL_DATA in the chunk's readable columns
-        info, groups = _open_groups(info, sel_kwargs, True, int(chunk_bytes or DEFAULT_CHUNK_BYTES))
-        jobs = [(gi, _BlockJob(gi, b, np.arange(g.utimes.size, dtype=np.int64),
-                               np.arange(g.freq.size, dtype=np.int32), g.freq.size, models[gi],
-                               _EMPTY_J, _EMPTY_JF))
-                for gi, g in enumerate(groups) for b in range(g.chunk.n_blocks)]
     _run_jobs(fn, jobs, parallel, consume)
     counts.clear()
     for gi, g in enumerate(groups):
@@ -960,10 +981,10 @@ def _run_solve(vis: Any, caltable: Any, p: _Params, sel_kwargs: dict, model: Mod
         info = open_ms(vis)
         explicit = _parse_model_arg(info, model)
         has_col = "MODEL_DATA" in info.columns
-        info, groups = _open_groups(info, sel_kwargs, False, p.chunk_bytes)
+        info, groups = _open_groups(info, sel_kwargs, (), p.chunk_bytes)
         models = [_model_for(info, explicit, g.field, g.spw, has_col) for g in groups]
-        if any(m.kind == "column" for m in models):
-            info, groups = _open_groups(info, sel_kwargs, True, p.chunk_bytes)
+        if _extra_columns(models):  # plan again with MODEL_DATA / UVW among the read columns
+            info, groups = _open_groups(info, sel_kwargs, _extra_columns(models), p.chunk_bytes)
     p.specs = _prepare_pre_apply(info, *p.apply_args, spws=sorted({g.spw for g in groups}))
     if p.specs:
         interp_mod = importlib.import_module("fastcal.interp")

@@ -28,7 +28,8 @@ from typing import Any
 
 from fastcal.errors import ParameterError
 
-__all__ = ["CalEntry", "CalLibrary", "CommandRecord", "Context", "FlagRecord", "format_call"]
+__all__ = ["CalEntry", "CalLibrary", "CommandRecord", "Context", "FlagRecord", "format_call",
+           "format_calapply_text"]
 
 logger = logging.getLogger(__name__)
 
@@ -169,8 +170,7 @@ class CalLibrary:
         relative_to : str, optional
             Write table paths relative to this directory (the package's calibration/).
         """
-        from fastcal.calapply import ApplycalCall
-
+        ApplycalCall = _applycal_call_class()
         calls = []
         for fid in sorted(field_intents):
             for intent in field_intents[fid]:
@@ -191,6 +191,49 @@ class CalLibrary:
     @classmethod
     def from_list(cls, items: Sequence[dict]) -> CalLibrary:
         return cls([CalEntry(**d) for d in items])
+
+
+# ----------------------------------------------------------------------------- calapply
+
+
+@dataclass
+class _ApplyLine:
+    """Fallback for :class:`fastcal.calapply.ApplycalCall` (same fields and line layout),
+    used only when that module cannot be imported."""
+
+    vis: str = ""
+    field: str = ""
+    intent: str = ""
+    spw: str = ""
+    antenna: str = ""
+    gaintable: list = None  # type: ignore[assignment]
+    gainfield: list = None  # type: ignore[assignment]
+    interp: list = None  # type: ignore[assignment]
+    spwmap: list = None  # type: ignore[assignment]
+    calwt: list = None  # type: ignore[assignment]
+
+    def to_line(self) -> str:
+        keys = ("vis", "field", "intent", "spw", "antenna", "gaintable", "gainfield", "spwmap",
+                "interp", "calwt")
+        return f"applycal({', '.join(f'{k}={getattr(self, k)!r}' for k in keys)})"
+
+
+def _applycal_call_class():
+    try:
+        from fastcal.calapply import ApplycalCall
+    except Exception as exc:  # the applycal helper's module is missing or broken
+        logger.warning("fastcal.calapply unavailable (%s); using the pipeline's own calapply writer", exc)
+        return _ApplyLine
+    return ApplycalCall
+
+
+def format_calapply_text(calls: Sequence[Any], vis: str) -> str:
+    """Text of an ALMA ``*.calapply.txt``: ``# Apply file for <vis>`` then one line per call."""
+    try:
+        from fastcal.calapply import format_calapply
+    except Exception:
+        return "".join([f"# Apply file for {vis}\n"] + [c.to_line() + "\n" for c in calls])
+    return format_calapply(calls, vis)
 
 
 # ----------------------------------------------------------------------------- calls

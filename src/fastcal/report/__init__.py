@@ -17,6 +17,7 @@ from fastcal.report.plots import (
     matplotlib_available,
     plot_amp_vs_uvdist,
     plot_bandpass,
+    plot_flag_summary,
     plot_flux_spectrum,
     plot_gain_vs_time,
     plot_tsys,
@@ -36,4 +37,5 @@ __all__ = [
     "plot_gain_vs_time",
     "plot_flux_spectrum",
     "plot_amp_vs_uvdist",
+    "plot_flag_summary",
 ]

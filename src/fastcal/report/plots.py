@@ -16,6 +16,7 @@ plain arrays or a :class:`~fastcal.caltable.CalTable` (or the path of one):
 :func:`plot_gain_vs_time`    gain phase and amplitude vs time (G / T table)
 :func:`plot_flux_spectrum`   derived flux densities vs frequency with the spectral fit
 :func:`plot_amp_vs_uvdist`   calibrator amplitude vs uv distance, before / after
+:func:`plot_flag_summary`    fraction newly flagged per flagging agent
 ===========================  ======================================================
 
 Flagged solutions are not drawn (they become NaN). Times are shown as UTC hours of the day
@@ -29,7 +30,7 @@ import importlib.util
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,7 @@ __all__ = [
     "plot_gain_vs_time",
     "plot_flux_spectrum",
     "plot_amp_vs_uvdist",
+    "plot_flag_summary",
 ]
 
 log = logging.getLogger(__name__)
@@ -701,6 +703,63 @@ def _subsample(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.
 
 
 # --------------------------------------------------------------------------------------
+# Flagging summary
+# --------------------------------------------------------------------------------------
+
+
+def plot_flag_summary(
+    new: Mapping[str, int],
+    total: int,
+    out_png: str | os.PathLike,
+    *,
+    title: str | None = None,
+    dpi: int = DEFAULT_DPI,
+) -> Path:
+    """Percentage of the data newly flagged by each flagging agent (horizontal bars).
+
+    Parameters
+    ----------
+    new : mapping agent -> int
+        Newly flagged visibilities (row x channel x correlation elements) per agent.
+    total : int
+        Visibilities considered (> 0).
+    out_png : path
+    title : str, optional
+    dpi : int
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    ParameterError
+        If `total` is not positive or a count is negative.
+    """
+    if not isinstance(new, Mapping):
+        raise ParameterError(f"new must map agent name -> count, got {type(new).__name__}")
+    counts = {str(k): int(v) for k, v in new.items()}
+    if int(total) <= 0 or any(v < 0 for v in counts.values()):
+        raise ParameterError(
+            f"total={total!r}, new={counts!r}: total must be > 0 and counts >= 0"
+        )
+    agents = list(counts) or ["(none)"]
+    pct = [100.0 * counts.get(a, 0) / int(total) for a in agents]
+    fig = _new_figure(5.0, 0.9 + 0.32 * len(agents))
+    ax = fig.add_subplot()
+    y = np.arange(len(agents))
+    ax.barh(y, pct, color="tab:blue")
+    ax.set_yticks(y, agents, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("Newly flagged (% of the data)")
+    ax.set_xlim(0, max(max(pct) * 1.15, 1.0))
+    for yi, v in zip(y, pct, strict=True):
+        ax.text(v, yi, f" {v:.2f}%", va="center", fontsize=7)
+    ax.set_title(title or f"Flags per agent ({int(total):,} visibilities)", fontsize=9)
+    return _save(fig, out_png, dpi)
+
+
+# --------------------------------------------------------------------------------------
 # Dispatch by name (plot specs of the pipeline)
 # --------------------------------------------------------------------------------------
 
@@ -712,6 +771,7 @@ PLOT_KINDS = {
     "gain_vs_time": plot_gain_vs_time,
     "flux_spectrum": plot_flux_spectrum,
     "amp_vs_uvdist": plot_amp_vs_uvdist,
+    "flag_summary": plot_flag_summary,
 }
 
 

@@ -30,7 +30,7 @@ td.score { text-align: center; font-weight: bold; min-width: 4em; }
 .qa-red { background: #e06666; color: #000; }
 .qa-none { background: #d9d9d9; color: #000; }
 .status-failed { color: #b00020; font-weight: bold; }
-.status-skipped { color: #666; font-style: italic; }
+.status-skipped, .status-not_implemented { color: #666; font-style: italic; }
 .msg-error, .msg-critical { color: #b00020; }
 .msg-warning { color: #8a5a00; }
 .msg-debug { color: #666; }

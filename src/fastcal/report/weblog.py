@@ -130,8 +130,21 @@ def _get(obj: Any, *names: str, default: Any = None) -> Any:
     return default
 
 
+#: Longest list shown in a table cell (items beyond are counted, not shown).
+MAX_LIST_ITEMS = 50
+#: Longest text shown in a table cell (characters).
+MAX_CELL_CHARS = 4000
+
+
 def _fmt(value: Any) -> str:
-    """Short human text for a value of an inputs/outputs/QA table."""
+    """Short human text for a value of an inputs/outputs/QA table (capped in length)."""
+    text = _fmt_value(value)
+    if len(text) > MAX_CELL_CHARS:
+        text = f"{text[:MAX_CELL_CHARS]} ... ({len(text) - MAX_CELL_CHARS} more characters)"
+    return text
+
+
+def _fmt_value(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -143,11 +156,13 @@ def _fmt(value: Any) -> str:
     if isinstance(value, (os.PathLike,)):
         return os.fspath(value)
     if isinstance(value, Mapping):
-        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
+        return ", ".join(f"{k}={_fmt_value(v)}" for k, v in value.items())
     if isinstance(value, (list, tuple, set, frozenset)):
-        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+        items = list(value)
+        more = f", ... ({len(items) - MAX_LIST_ITEMS} more)" if len(items) > MAX_LIST_ITEMS else ""
+        return "[" + ", ".join(_fmt_value(v) for v in items[:MAX_LIST_ITEMS]) + more + "]"
     if hasattr(value, "tolist") and hasattr(value, "dtype"):  # numpy scalar / array
-        return _fmt(value.tolist())
+        return _fmt_value(value.tolist())
     return str(value)
 
 
@@ -242,10 +257,11 @@ def _stage_page(result: Any, number: int) -> StagePage:
     if error and not any(level in ("error", "critical") for level, _ in messages):
         messages.append(("error", str(error)))
     worst = min((q for q in qa if q.score is not None), key=lambda q: q.score, default=None)
-    default_summary = str(error) if error else worst.message if worst else ""
+    default_summary = (str(error) if error else worst.message if worst
+                       else messages[0][1] if messages else "")
     summary = _get(result, "summary", default=default_summary)
     duration = _get(result, "duration_s", "duration", "elapsed_s")
-    name = _get(result, "name", "stage", "title", default=f"stage {number}")
+    name = _get(result, "stage", "name", "title", default=f"stage {number}")
     return StagePage(
         number=number,
         name=str(name),
@@ -258,9 +274,17 @@ def _stage_page(result: Any, number: int) -> StagePage:
         messages=messages,
         tables=_tables(_get(result, "tables")),
         plot_specs=list(_get(result, "plots", "plot_specs", default=[]) or []),
-        duration_s=None if duration is None else float(getattr(duration, "total_seconds",
-                                                                 lambda: duration)()),
+        duration_s=_as_seconds(duration),
     )
+
+
+def _as_seconds(value: Any) -> float | None:
+    """Seconds from a number or a :class:`datetime.timedelta` (None stays None)."""
+    if value is None:
+        return None
+    if isinstance(value, _dt.timedelta):
+        return value.total_seconds()
+    return float(value)
 
 
 def _stage_results(results: Any) -> list[Any]:
@@ -353,7 +377,7 @@ def _one_plot(spec: Any, page: StagePage, out_dir: Path, k: int, used: set[str])
     base = _get(spec, "name", default=None) or f"{k + 1:02d}_{kind}"
     name = _unique_name(_slug(str(base)), used)
     args = tuple(_get(spec, "args", default=()) or ())
-    kwargs = dict(_get(spec, "kwargs", "options", default={}) or {})
+    kwargs = dict(_get(spec, "params", "kwargs", "options", default={}) or {})
     path = make_plot(str(kind), image_dir / f"{name}.png", *args, **kwargs)
     return Path(path).relative_to(out_dir).as_posix()
 
@@ -426,8 +450,15 @@ def _plots_html(plots: list[PlotRef]) -> str:
     return '<div class="plots">' + "".join(figs) + "</div>"
 
 
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
 def _status_html(status: str) -> str:
-    return f'<span class="status-{_e(_slug(status.lower()))}">{_e(status)}</span>'
+    text = status.replace("_", " ")
+    return f'<span class="status-{_e(_slug(status.lower()))}">{_e(text)}</span>'
 
 
 def _page(title: str, heading: str, subheading: str, nav: str, body: str, footer: str) -> str:
@@ -450,7 +481,7 @@ def _nav(pages: list[StagePage], i: int | None) -> str:
 def _overview_body(pages: list[StagePage], info: list[tuple[str, str]]) -> str:
     rows = []
     for p in pages:
-        duration = "" if p.duration_s is None else f"{p.duration_s:.1f}"
+        duration = _seconds(p.duration_s)
         rows.append(
             f'<tr><td class="num">{p.number}</td><td><a href="{p.filename}">{_e(p.name)}</a></td>'
             f"<td>{_status_html(p.status)}</td>{_score_cell(p.score)}"
@@ -471,7 +502,7 @@ def _overview_body(pages: list[StagePage], info: list[tuple[str, str]]) -> str:
 
 
 def _stage_body(p: StagePage) -> str:
-    duration = "" if p.duration_s is None else f", {p.duration_s:.1f} s"
+    duration = "" if p.duration_s is None else f", {_seconds(p.duration_s)} s"
     return "\n".join([
         f'<table class="overall"><tr><th>Status</th><td>{_status_html(p.status)}{duration}</td>'
         f"<th>Stage score</th>{_score_cell(p.score)}</tr></table>",
@@ -482,6 +513,20 @@ def _stage_body(p: StagePage) -> str:
         _extra_tables(p.tables),
         "<h2>Messages</h2>" + _messages_html(p.messages),
     ])
+
+
+def _context_info(context: Any) -> list[tuple[str, str]]:
+    """Dataset rows from a pipeline context (MS, roles, spws, reference antennas)."""
+    if isinstance(context, (Sequence, Mapping)) or _get(context, "vis") is None:
+        return []
+    rows = [("Measurement Set", _fmt(_get(context, "vis")))]
+    for label, attr in (("Field roles", "roles"), ("Science spws", "science_spws"),
+                        ("Tsys spws", "tsys_spws"), ("WVR spws", "wvr_spws"),
+                        ("Reference antennas", "refant")):
+        value = _get(context, attr)
+        if value:
+            rows.append((label, _fmt(value)))
+    return rows
 
 
 def _footer() -> str:
@@ -512,7 +557,7 @@ def render_weblog(
         ``results`` list (the pipeline context). Each result is an object or a mapping; the
         weblog reads (first name found wins, all optional):
 
-        - ``name`` / ``stage``: stage name;
+        - ``stage`` / ``name``: stage name;
         - ``status`` ("ok", "failed", "skipped"...), ``error``: failure text;
         - ``qa`` / ``qa_scores`` / ``scores``: QA checks, each with ``name``, ``value``,
           ``unit``, ``score`` (0-1 or None), ``message``, ``applies_to``
@@ -522,9 +567,12 @@ def render_weblog(
         - ``inputs`` / ``parameters``, ``outputs`` / ``products``: mappings or lists;
         - ``messages``: strings, (level, text) pairs, or objects with level/message;
         - ``tables``: extra tables, (title, header, rows);
-        - ``plots`` / ``plot_specs``: images, each a path of an existing PNG, an object with
-          ``path`` (+ ``caption``), or a spec with ``kind`` (a :func:`~fastcal.report.plots.
-          make_plot` kind), ``args``, ``kwargs``, ``name``, ``caption``;
+        - ``plots`` / ``plot_specs``: images, each either a plot spec -- ``kind`` (a key of
+          :data:`fastcal.report.plots.PLOT_KINDS`), ``params`` (keyword arguments of that
+          function, e.g. ``{"table": path}``; ``args`` for positional ones), ``title``
+          (the caption), optional ``name`` (file stem) -- as
+          :class:`fastcal.pipeline.stage.PlotSpec` has; or an existing image: its path, or an
+          object with ``path`` and ``caption``;
         - ``duration_s``: wall time (s).
     out_dir : path
         Directory to write (created; files of an earlier weblog there are replaced).
@@ -559,7 +607,7 @@ def render_weblog(
         p.plots = _make_plots(p, out)
     (out / _CSS).write_text(templates.STYLE_CSS, encoding="utf-8")
     footer = _footer()
-    info_rows = _pairs(info) if info is not None else []
+    info_rows = _pairs(info) if info is not None else _context_info(results)
     n_scored = sum(p.score is not None for p in pages)
     sub = _e(f"{len(pages)} stages, {n_scored} with QA scores")
     index = out / _INDEX
