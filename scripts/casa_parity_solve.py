@@ -15,6 +15,7 @@ a subprocess with tests/casa_helpers.py; CASA and python-casacore never share a 
   no_refant   gaincal  solint='int' calmode='ap' refant=''
   flex_refant gaincal  solint='int' calmode='p' on a copy where the refant is flagged after
               the first integration (flex fallback by distance, phase continuity)
+  dur_12s     gaincal  solint='12s' calmode='ap' (duration binning)
 
 and prints, per table, the distribution (median, 90th percentile, max) over solutions
 unflagged in both of |g_fc/g_casa - 1| (amplitude), |arg(g_fc/g_casa)| (deg) or, for K,
@@ -46,6 +47,7 @@ CASES = {
     "bp_norm": dict(task="bandpass", solint="inf", combine="scan", solnorm=True),
     "no_refant": dict(task="gaincal", solint="int", calmode="ap", refant=""),
     "flex_refant": dict(task="gaincal", solint="int", calmode="p", ms="flex"),
+    "dur_12s": dict(task="gaincal", solint="12s", calmode="ap"),
 }
 
 

@@ -243,3 +243,24 @@ def test_cli(sim, copy_ms, capsys):
     args = p.parse_args([str(ms), "--gaintable", str(path)])
     assert run_from_args(args) == 2
     assert "not a calibration table" in capsys.readouterr().out
+
+
+def test_antpos_table_removes_a_simulated_position_error(tmp_path):
+    from fastcal.simulate import SimConfig, simulate
+
+    path = tmp_path / "ap.ms"
+    truth = simulate(path, config=SimConfig.tiny(seed=5).replace(
+        tsys=False, wvr=False, dry_residual=False, noise=False, gains=False, bandpass=False, delays=False,
+        antpos_error_m=0.003))
+    sci = [int(s) for s in truth.science_spw_ids]
+    off = truth.antpos_offsets[None, :, None, :]
+    tab = CalTable.from_solutions("KAntPos Jones", {0: off}, times=np.array([0.0]), ms=path)
+    rep = applycal(path, [tab], spw=",".join(map(str, sci)), flagbackup=False)
+    assert rep.n_newly_flagged == 0
+    for s in sci:
+        c = _cols(path, "DATA", "CORRECTED_DATA", "FIELD_ID", "ANTENNA1", "ANTENNA2", spws=[s])
+        cross = c["ANTENNA1"] != c["ANTENNA2"]
+        model = _model(truth, c["FIELD_ID"][cross], truth.science_chan_freq[truth.science_index(s)])[:, :, None]
+        before = np.abs(np.angle(c["DATA"][cross][:, :, [0, -1]] / model)).max()
+        after = np.abs(np.angle(c["CORRECTED_DATA"][cross][:, :, [0, -1]] / model)).max()
+        assert before > 0.1 and after < 1e-3, (before, after)

@@ -420,3 +420,33 @@ def test_pipeline_stage_results_roundtrip(tables, tmp_path):
         for png in pngs:
             _assert_drawn(png)
     assert "DV04" in (tmp_path / "web_json" / "index.html").read_text()
+
+
+def test_default_title(tmp_path):
+    from fastcal.pipeline.context import Context
+
+    ctx = Context(vis=str(tmp_path / "obs.ms"), out_dir=str(tmp_path / "pkg"))
+    ctx.results = {"importdata": {"status": "ok"}}
+    assert "<title>fastcal weblog: obs.ms</title>" in render_weblog(ctx, tmp_path / "a").read_text()
+    assert "<title>fastcal calibration weblog</title>" in render_weblog(
+        [{"stage": "x"}], tmp_path / "b").read_text()
+
+
+def test_cli_rerenders_from_state(tmp_path, capsys):
+    import argparse
+
+    from fastcal.pipeline.context import Context
+    from fastcal.pipeline.stage import StageResult, save_context
+    from fastcal.report.weblog import add_cli_arguments, run_from_args
+
+    parser = argparse.ArgumentParser()
+    add_cli_arguments(parser)
+    with pytest.raises(ParameterError, match="no pipeline state"):
+        run_from_args(parser.parse_args([str(tmp_path)]))
+    ctx = Context(vis=str(tmp_path / "obs.ms"), out_dir=str(tmp_path / "pkg"))
+    ctx.results["refant"] = StageResult("refant", messages=["DV04 first"]).to_dict()
+    save_context(ctx)
+    assert run_from_args(parser.parse_args([ctx.out_dir])) == 0
+    index = tmp_path / "pkg" / "qa" / "index.html"
+    assert str(index) in capsys.readouterr().out
+    assert "DV04 first" in index.read_text()

@@ -333,3 +333,21 @@ def test_setjy_resolved_virtual_model_equals_model_data(gain_ms, copy_ms):
         cache = load_calibrator(src, field="0", spw=_science(truth))
         assert solve_gains(cache, **{k: v for k, v in kw.items() if k != "field"}).equals(
             ref, rtol=1e-4, atol=1e-5)
+
+
+def test_solvestats_count_the_gates(tmp_path):
+    """solvestats (CASA): an all-zero antenna has (unflagged) data but fails the SNR gate;
+    every interval used the refant; the counts survive write/read (FASTCAL_EXTRA)."""
+    path = tmp_path / "st.ms"
+    truth = _sim(path, bad_antennas=["4:zeros"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tab = solve_gains(path, tmp_path / "st.cal", field=str(BP_FIELD),
+                          spw=str(truth.science_spw_ids[0]), solint="int", refant="1",
+                          model=_model(truth, BP_FIELD))
+    st = read_caltable(tmp_path / "st.cal").extra["solvestats"][f"spw{truth.science_spw_ids[0]}"]
+    n_int = tab.solutions(int(truth.science_spw_ids[0])).time.size
+    assert st["ant4"]["expected"] == st["ant4"]["data_unflagged"] == [n_int, n_int]
+    assert st["ant4"]["above_minsnr"] == [0, 0]
+    assert st["ant1"]["used_as_refant"] == n_int == st["used_as_refant"]
+    assert st["above_minsnr"] == [(N_ANT - 1) * n_int] * 2

@@ -68,6 +68,8 @@ _LAZY = {
     "write_flux_csv": "fastcal.flux",
     "setjy_from_csv": "fastcal.flux",
     "FluxscaleResult": "fastcal.fluxscale",
+    # report
+    "render_weblog": "fastcal.report",
     # simulator
     "SimConfig": "fastcal.simulate",
     "load_truth": "fastcal.simulate",

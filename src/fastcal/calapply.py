@@ -20,7 +20,8 @@ import ast
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 from fastcal.errors import ParameterError
@@ -63,12 +64,12 @@ class ApplycalCall:
     antenna: str = ""
     scan: str = ""
     timerange: str = ""
-    gaintable: list[str] = field(default_factory=list)
-    gainfield: list[str] = field(default_factory=list)
-    interp: list[str] = field(default_factory=list)
-    spwmap: list[list[int]] = field(default_factory=list)
-    calwt: list[bool] = field(default_factory=lambda: [True])
-    extra: dict = field(default_factory=dict)
+    gaintable: list[str] = dataclasses.field(default_factory=list)
+    gainfield: list[str] = dataclasses.field(default_factory=list)
+    interp: list[str] = dataclasses.field(default_factory=list)
+    spwmap: list[list[int]] = dataclasses.field(default_factory=list)
+    calwt: list[bool] = dataclasses.field(default_factory=lambda: [True])
+    extra: dict = dataclasses.field(default_factory=dict)
     line: int = 0
 
     def to_line(self) -> str:

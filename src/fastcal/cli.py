@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_module_command(sub, "fluxscale", "fastcal.fluxscale",
                         "bootstrap calibrator flux densities from a G/T table")
 
+    _add_module_command(sub, "weblog", "fastcal.report.weblog",
+                        "re-render the HTML weblog of a pipeline output directory")
+
     lo = sub.add_parser("listobs", help="print a listobs-like summary of a Measurement Set")
     lo.add_argument("vis", help="Measurement Set path")
     lo.set_defaults(func=_cmd_listobs)

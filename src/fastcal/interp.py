@@ -599,12 +599,45 @@ def _to_receptors(x: np.ndarray) -> np.ndarray:
 
 def _term(spec: ApplySpec, info: MSInfo, spw_id: int, field_id: int, obs_id: int, times: np.ndarray,
           chan_freq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """One table's (jones, flag, mean_wscale or None) on (n_u, n_ant_tab, n_chan or 1, 2)."""
+    """One table's (jones, flag, mean_wscale or None) on (n_u, n_ant_tab, n_chan or 1, 2).
+
+    Tables with a single solution time (bandpass over the whole observation, delays, Tsys of
+    one scan) give the same values at every time: they are evaluated once per (spw, field,
+    observation, channel axis), cached on the spec, and broadcast.
+    """
     sl = spec._slice(spw_id, field_id, obs_id)
+    if sl.time.size == 1 and spec.vis_cal != "KAntPos Jones":
+        key = ("term", id(sl), spw_id, chan_freq.size, float(chan_freq[0]) if chan_freq.size else 0.0,
+               float(chan_freq[-1]) if chan_freq.size else 0.0)
+        with spec._lock:
+            got = spec._slices.get(key)
+        if got is None:
+            got = _term_eval(spec, info, sl, spw_id, field_id, times[:1], chan_freq)
+            with spec._lock:
+                spec._slices[key] = got
+        n_u = times.size
+        return tuple(None if a is None else np.broadcast_to(a, (n_u,) + a.shape[1:]) for a in got)
+    return _term_eval(spec, info, sl, spw_id, field_id, times, chan_freq)
+
+
+def _term_eval(spec: ApplySpec, info: MSInfo, sl: _Slice, spw_id: int, field_id: int, times: np.ndarray,
+               chan_freq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     nearest = spec.interp.time == "nearest"
     val, flg = _interp_time(sl, times, nearest)
     n_u, n_ant = val.shape[:2]
     vt = spec.vis_cal
+    # channel-averaged weight scale (non-spectral weights): on the calibration channels, over
+    # the unflagged ones, as CASA (checked against casatasks.applycal 6.7)
+    cal_mean_ws = None
+    if vt in CHANNELISED:
+        good = ~flg
+        cnt = good.sum(axis=2, keepdims=True)
+        if vt == "B Jones":
+            a2 = np.where(good, val[..., 0::2] ** 2, 0.0)
+            cal_mean_ws = np.where(cnt > 0, a2.sum(axis=2, keepdims=True) / np.maximum(cnt, 1), 1.0)
+        else:
+            tmean = np.where(good, val, 0.0).sum(axis=2, keepdims=True) / np.maximum(cnt, 1)
+            cal_mean_ws = np.where((cnt > 0) & (tmean > 0), 1.0 / np.where(tmean > 0, tmean, 1.0), 1.0)
     if vt in CHANNELISED and sl.chan_freq.size > 1:
         if np.any(~np.isfinite(sl.chan_freq)):
             raise CalTableError(f"{spec.name}: spw {spec.cal_spw(spw_id)} has no channel frequencies; "
@@ -628,9 +661,7 @@ def _term(spec: ApplySpec, info: MSInfo, spw_id: int, field_id: int, obs_id: int
                 ph = ph * (nu_data / nu_cal)
         j = amp * np.exp(1j * ph)
         if vt == "B Jones" and j.shape[2] > 1:
-            a2 = np.where(flg, 0.0, np.abs(j) ** 2)
-            cnt = (~flg).sum(axis=2, keepdims=True)
-            mean_ws = np.where(cnt > 0, a2.sum(axis=2, keepdims=True) / np.maximum(cnt, 1), 1.0)
+            mean_ws = cal_mean_ws
     elif vt in ("K Jones", "KMBD Jones"):
         cspw = spec.cal_spw(spw_id)
         if spec.table.casa_version is None or spec.table.casa_version in _OLD_K_VERSIONS:
@@ -647,10 +678,7 @@ def _term(spec: ApplySpec, info: MSInfo, spw_id: int, field_id: int, obs_id: int
         flg = flg | (tsys <= 0.0)
         tsys = np.where(flg, 1.0, tsys)
         j = 1.0 / np.sqrt(tsys)
-        good = ~flg
-        cnt = good.sum(axis=2, keepdims=True)
-        mean_t = np.where(good, tsys, 0.0).sum(axis=2, keepdims=True) / np.maximum(cnt, 1)
-        mean_ws = np.where(cnt > 0, 1.0 / mean_t, 1.0)
+        mean_ws = cal_mean_ws
     elif vt == "KAntPos Jones":
         offsets = val[0, :, 0, :3]  # (n_ant, 3) m, time-independent
         fl = flg[0, :, 0, :3].any(axis=-1)

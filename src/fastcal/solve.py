@@ -847,6 +847,28 @@ class _SpwResult:
     chan_width: np.ndarray
     no_data: np.ndarray          # bool[n_int] interval without any data
     not_converged: int = 0
+    stats: dict | None = None    # CASA-like solvestats of this spw
+
+
+def _solvestats(status: np.ndarray, used: np.ndarray) -> dict:
+    """CASA's ``solvestats`` for one spw from the kernel status (interval, ant, chan, par):
+    counts per antenna and par of solutions expected, with unflagged data, surviving
+    minblperant, surviving minsnr, and intervals used as refant; plus totals."""
+    n_ant = status.shape[1]
+    gates = {
+        "expected": np.ones(status.shape, bool),
+        "data_unflagged": status != kernels.STATUS_NO_DATA,
+        "above_minblperant": (status != kernels.STATUS_NO_DATA) & (status != kernels.STATUS_MINBLPERANT),
+        "above_minsnr": status == kernels.STATUS_OK,
+    }
+    per_ant = {k: v.sum(axis=(0, 2)) for k, v in gates.items()}  # (ant, par)
+    refs = np.bincount(used[used >= 0], minlength=n_ant)
+    out: dict = {k: v.sum(axis=0).tolist() for k, v in per_ant.items()}
+    out["used_as_refant"] = int(refs.sum())
+    for a in range(n_ant):
+        out[f"ant{a}"] = {k: v[a].tolist() for k, v in per_ant.items()}
+        out[f"ant{a}"]["used_as_refant"] = int(refs[a])
+    return out
 
 
 def _solnorm_g(gains: np.ndarray, flag: np.ndarray) -> None:
@@ -916,13 +938,16 @@ def _solve_spw(p: _Params, acc: _Acc, n_ant: int) -> _SpwResult:
         delay, _phase, perr, flag, used, _ni, conv = kernels.solve_delays(
             x, w, a1, a2, n_ant, acc.out_freq.astype(np.float64), ref_freq, refants, True, 20, 1e-6)
         cf = np.array([float(np.sum(acc.out_freq * acc.out_width) / max(np.sum(acc.out_width), 1e-30))])
+        status = np.where(flag, kernels.STATUS_NO_DATA, kernels.STATUS_OK)[:, :, None, :]
         return _SpwResult(delay[:, :, None, :], perr[:, :, None, :], np.zeros_like(perr[:, :, None, :]),
                           flag[:, :, None, :], np.full(n_int, -1, np.int32), times, **meta,
                           chan_freq=cf, chan_width=np.array([np.sum(acc.out_width)]),
-                          no_data=no_data, not_converged=int((~conv).sum()))
-    g, perr, snr, flag, _status, _ni, conv = kernels.solve_gains(
+                          no_data=no_data, not_converged=int((~conv).sum()),
+                          stats=_solvestats(status, used))
+    g, perr, snr, flag, status, _ni, conv = kernels.solve_gains(
         x, w, a1, a2, n_ant, p.calmode, p.kind == "T", p.minblperant, p.minsnr, _MAX_ITER, _TOL)
     used = apply_flex_refant(g, flag, p.refant, order=order)
+    stats = _solvestats(status, used)
     if not p.refant.user:
         used[:] = -1  # CASA: refant='' writes ANTENNA2 = -1 (phases still relative to ant 0)
     if p.solnorm:
@@ -930,7 +955,8 @@ def _solve_spw(p: _Params, acc: _Acc, n_ant: int) -> _SpwResult:
     if p.kind == "B" and p.fillgaps > 0:
         _fillgaps(g, flag, p.fillgaps)
     return _SpwResult(g, perr, snr, flag, used, times, **meta, chan_freq=acc.out_freq,
-                      chan_width=acc.out_width, no_data=no_data, not_converged=int((~conv).sum()))
+                      chan_width=acc.out_width, no_data=no_data, not_converged=int((~conv).sum()),
+                      stats=stats)
 
 
 def _warn_summary(p: _Params, results: dict[int, _SpwResult], info: MSInfo) -> None:
@@ -1046,6 +1072,7 @@ def _to_caltable(p: _Params, results: dict[int, _SpwResult], info: MSInfo) -> Ca
         field_id={s: r.field for s, r in results.items()},
         scan={s: r.scan for s, r in results.items()},
         obs_id={s: r.obs for s, r in results.items()},
+        extra={"solvestats": {f"spw{s}": r.stats for s, r in results.items()}},
     )
 
 
@@ -1130,6 +1157,9 @@ def solve_gains(
         ``G Jones`` / ``T Jones`` / ``K Jones``: one row per (spw, interval, antenna);
         TIME = centroid of the unflagged data, INTERVAL 0, ANTENNA2 = refant used (-1 for
         K), SCAN_NUMBER/FIELD_ID of the interval's first data, spw of the lowest combined spw.
+        ``table.extra["solvestats"]`` holds CASA's solvestats counts (per ``"spw<i>"``:
+        expected, data_unflagged, above_minblperant, above_minsnr per par, used_as_refant;
+        and the same per ``"ant<k>"``).
 
     Raises
     ------

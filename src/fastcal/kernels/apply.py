@@ -228,7 +228,8 @@ def apply_rows(data, flag, weight, ant1, ant2, time_idx, jones, jflag, wscale, w
     calwt : bool
         Scale the weights.
     out_data : complex64 (n_row, n_chan, n_corr)
-        Corrected data (written in CALFLAG and CALONLY modes).
+        Corrected data (written in CALFLAG and CALONLY modes). The outputs may be the input
+        arrays themselves (in-place correction).
     out_flag : bool (n_row, n_chan, n_corr)
     out_weight : float32 (n_row, n_wchan, n_corr)
     counts : int64 (N_COUNTS,)

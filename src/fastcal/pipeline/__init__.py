@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ from fastcal.pipeline.qa import QAScore
 from fastcal.pipeline.stage import (
     FULL_LOG,
     NOT_IMPLEMENTED,
+    LoopStage,
     PlaceholderStage,
     Stage,
     StageError,
@@ -39,7 +41,7 @@ from fastcal.pipeline.stage import (
 
 __all__ = [
     "CalEntry", "CalLibrary", "Context", "QAScore", "Stage", "StageResult", "StageError",
-    "PlaceholderStage", "PipelineRun", "run", "replay_commands", "add_cli_arguments", "run_from_args",
+    "PlaceholderStage", "LoopStage", "PipelineRun", "run", "replay_commands", "add_cli_arguments", "run_from_args",
     "EXIT_OK", "EXIT_INCOMPLETE",
 ]
 
@@ -74,7 +76,8 @@ def _attach_full_log(out_dir: str) -> logging.Handler:
 
 def run(vis: str | os.PathLike, out_dir: str | os.PathLike, *, stages: Sequence[str] | None = None,
         start: str | None = None, stop: str | None = None, restart: bool = False,
-        options: dict[str, Any] | None = None, recipe: Sequence[Stage] | None = None) -> PipelineRun:
+        options: dict[str, Any] | None = None, recipe: Sequence[Stage] | None = None,
+        progress=None) -> PipelineRun:
     """Run the calibration recipe on `vis`, writing state, logs and the package to `out_dir`.
 
     Parameters
@@ -95,6 +98,8 @@ def run(vis: str | os.PathLike, out_dir: str | os.PathLike, *, stages: Sequence[
         over the saved ones when resuming.
     recipe : sequence of Stage, optional
         Default :func:`fastcal.pipeline.recipe.alma_recipe`.
+    progress : callable, optional
+        ``progress(k, n, stage, result_or_None)`` before and after each stage.
 
     Raises
     ------
@@ -126,7 +131,7 @@ def run(vis: str | os.PathLike, out_dir: str | os.PathLike, *, stages: Sequence[
     flog.addHandler(handler)
     try:
         logger.info("fastcal pipeline on %s -> %s", info.path, out)
-        results = run_stages(ctx, recipe, stages=stages, start=start, stop=stop)
+        results = run_stages(ctx, recipe, stages=stages, start=start, stop=stop, progress=progress)
     finally:
         flog.removeHandler(handler)
         handler.close()
@@ -163,8 +168,20 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
                       help="do not flag shadowed antennas")
     opts.add_argument("--no-edgespw", dest="flag_edgespw", action="store_false", default=None,
                       help="do not flag TDM edge channels")
-    opts.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
-    opts.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    # SUPPRESS: when absent, do not override fastcal's global -q/-v given before the subcommand
+    opts.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                      help="warnings and errors only")
+    opts.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                      help="debug logging")
+
+
+def _terminal_progress(k: int, n: int, stage: Stage, result: StageResult | None) -> None:
+    """One status line per stage on a terminal (rewritten in place while the stage runs)."""
+    if result is None:
+        sys.stderr.write(f"\r[{k}/{n}] {stage.name}: {stage.title} ...\033[K")
+    else:
+        sys.stderr.write(f"\r[{k}/{n}] {stage.name}: {result.status} ({result.duration_s:.1f} s)\033[K\n")
+    sys.stderr.flush()
 
 
 _OPTION_KEYS = ("bandpass_field", "flux_field", "phase_field", "target_field", "check_field",
@@ -188,8 +205,10 @@ def run_from_args(args: argparse.Namespace) -> int:
         for h in logging.getLogger().handlers:
             h.setLevel(logging.WARNING)
     options = {k: getattr(args, k, None) for k in _OPTION_KEYS}
+    quiet = getattr(args, "quiet", False)
     res = run(args.vis, args.out, stages=args.stages, start=args.start, stop=args.stop,
-              restart=args.restart, options=options)
+              restart=args.restart, options=options,
+              progress=None if quiet or not sys.stderr.isatty() else _terminal_progress)
     ctx = res.context
     if not getattr(args, "quiet", False):
         for r in res.results:

@@ -348,6 +348,20 @@ class Context:
         os.makedirs(os.path.dirname(p), exist_ok=True)
         return p
 
+    def tables(self, *names: str) -> dict[str, list]:
+        """applycal/pre-apply arguments (``gaintable``, ``gainfield``, ``interp``, ``spwmap``,
+        ``calwt``) of the registered tables `names`, in that order; unknown names raise."""
+        es = [self.callib.get(n) for n in names]
+        return dict(gaintable=[e.path for e in es], gainfield=[e.gainfield for e in es],
+                    interp=[e.interp for e in es], spwmap=[list(e.spwmap) for e in es],
+                    calwt=[bool(e.calwt) for e in es])
+
+    def register_table(self, name: str, path: str, **apply: Any) -> CalEntry:
+        """Register a caltable written by the current stage (see :class:`CalEntry`)."""
+        entry = CalEntry(name, os.path.abspath(path), self.current_stage, **apply)
+        self.callib.add(entry)
+        return entry
+
     def fields_with_role(self, role: str) -> list[str]:
         return list(self.roles.get(role, []))
 

@@ -24,11 +24,12 @@ import json
 import logging
 import os
 import shutil
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from fastcal.pipeline.context import Context, format_calapply_text
+from fastcal.pipeline.context import CalLibrary, Context, format_calapply_text
 from fastcal.pipeline.qa import theoretical_rms_jy
 from fastcal.pipeline.stage import COMMANDS_LOG, read_commands_log
 
@@ -116,21 +117,21 @@ def rerun_script(ctx: Context) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _copy_tables(ctx: Context, caldir: str) -> list[str]:
-    copied = []
+def _copy_tables(ctx: Context, caldir: str) -> CalLibrary:
+    """Copy registered tables into calibration/; returns the library pointing at the copies."""
+    entries = []
     for e in ctx.callib:
         src = os.path.abspath(e.path)
-        if os.path.dirname(src) == caldir:
-            copied.append(src)
-            continue
         dst = os.path.join(caldir, os.path.basename(src.rstrip("/")))
-        if os.path.isdir(src):
-            shutil.rmtree(dst, ignore_errors=True)
-            shutil.copytree(src, dst)
-            copied.append(dst)
-        else:
-            logger.warning("registered caltable %s does not exist; not copied", src)
-    return copied
+        if os.path.dirname(src) != caldir:
+            if os.path.isdir(src):
+                shutil.rmtree(dst, ignore_errors=True)
+                shutil.copytree(src, dst)
+            else:
+                logger.warning("registered caltable %s does not exist; not copied", src)
+                dst = src
+        entries.append(replace(e, path=dst))
+    return CalLibrary(entries)
 
 
 def _field_intents(info) -> dict[int, list[str]]:
@@ -181,9 +182,10 @@ def write_package(ctx: Context) -> dict[str, Any]:
     out = ctx.out_dir
     caldir = os.path.dirname(ctx.path("calibration", "x"))
     notes: list[str] = []
-    tables = _copy_tables(ctx, caldir)
+    lib = _copy_tables(ctx, caldir)
+    tables = [e.path for e in lib]
     calapply = os.path.join(caldir, f"{ctx.vis_name}.calapply.txt")
-    calls = ctx.callib.calapply_calls(ctx.vis_name, _field_intents(ctx.info),
+    calls = lib.calapply_calls(ctx.vis_name, _field_intents(ctx.info),
                                       ",".join(map(str, ctx.science_spws)), relative_to=caldir)
     with open(calapply, "w", encoding="utf-8") as f:
         f.write(format_calapply_text(calls, ctx.vis_name))
@@ -207,7 +209,12 @@ def write_package(ctx: Context) -> dict[str, Any]:
         notes.append("HTML weblog not produced: fastcal.report.weblog is not available in this version")
     else:
         try:
-            weblog = str(render_weblog(ctx, qadir))
+            info = {"Measurement Set": ctx.vis, "Antennas": ctx.ms.get("n_ant", ""),
+                    "Science spws": ", ".join(map(str, ctx.science_spws)),
+                    "Roles": "; ".join(f"{r}={', '.join(v)}" for r, v in ctx.roles.items()),
+                    "Reference antennas": ", ".join(ctx.refant)}
+            weblog = str(render_weblog(ctx.results, qadir, title=f"fastcal pipeline: {ctx.vis_name}",
+                                       info=info))
         except Exception as exc:  # the package must still be written
             logger.warning("weblog rendering failed: %s", exc)
             notes.append(f"HTML weblog rendering failed: {exc}")

@@ -176,27 +176,39 @@ def wvr_improvement_score(improvement: float, *, n_flagged_ant: int = 0, n_high_
                           median_disc_um: float = 0.0, median_rms_um: float = 0.0) -> QAScore:
     """WVR score as ``hifa_wvrgcal``'s ``score_wvrgcal`` (reference section 6.5).
 
-    `improvement` = 1/median(phase-rms with WVR / without). ``> 1``: start from 0.9 (blue cap),
-    minus 0.1 per flagged antenna, per antenna with Disc > 500 um and per antenna with
-    RMS > 500 um, kept in [0.67, 0.9]; noisy bandpass phases -> at most 0.66. ``<= 1`` ("No WVR
-    improvement"): 0.5, or 0.33 when the median Disc or RMS exceeds 500 um. (The reference
-    gives the in-band values and the 0.33 case; the plain no-improvement value 0.5 is
-    fastcal's choice inside the yellow band.)
+    `improvement` = 1/median(phase-rms with WVR / without WVR); n = flagged antennas +
+    antennas with Disc > 500 um + antennas with RMS > 500 um.
+
+    * improvement > 1, n = 0, bandpass phases not noisy: 1.0;
+    * improvement > 1 otherwise: raw = 0.9 - 0.1 n (>= 0) mapped linearly from [0, 0.9]
+      onto [0.67, 0.9] (blue); with noisy bandpass phases raw = 0.66 - 0.1 n mapped from
+      [0, 0.66] onto [0.34, 0.66] (yellow);
+    * improvement <= 1 ("No WVR improvement"): 0.33 when the median Disc or RMS exceeds
+      500 um (cloud; "remcloud suggested"), else raw = 0.66 - 0.1 n mapped onto [0.34, 0.66].
+
+    This is the mapping :func:`fastcal.wvr.wvr_qa_score` implements from the pipeline source
+    (minus its phase-calibrator refinements); the wvr stage should use that function.
     """
     if not math.isfinite(improvement) or improvement <= 0:
         raise ParameterError(f"improvement={improvement!r} is invalid; valid: a positive ratio")
+    n = n_flagged_ant + n_high_disc + n_high_rms
+
+    def band(top: float, lo: float, hi: float) -> float:
+        raw = max(top - 0.1 * n, 0.0)
+        return lo + raw / top * (hi - lo)
+
     if improvement > 1.0:
-        score = 0.9 - 0.1 * (n_flagged_ant + n_high_disc + n_high_rms)
-        score = min(max(score, 0.67), 0.9)
         msg = f"WVR improves the phase rms by a factor {improvement:.2f}"
         if bandpass_noisy:
-            score = min(score, 0.66)
-            msg += " (bandpass phases noisy)"
+            score, msg = band(0.66, 0.34, 0.66), msg + " (bandpass phases noisy)"
+        elif n:
+            score, msg = band(0.9, 0.67, 0.9), msg + f" ({n} antenna issue(s))"
+        else:
+            score = 1.0
     else:
         cloudy = median_disc_um > 500.0 or median_rms_um > 500.0
-        score = 0.33 if cloudy else 0.5
-        msg = f"No WVR improvement (factor {improvement:.2f})" + (
-            "; remcloud suggested" if cloudy else "")
+        score = 0.33 if cloudy else band(0.66, 0.34, 0.66)
+        msg = f"No WVR improvement (factor {improvement:.2f})" + ("; remcloud suggested" if cloudy else "")
     return QAScore("wvr_improvement", improvement, score, msg, "rms ratio without/with WVR")
 
 

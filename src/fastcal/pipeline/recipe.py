@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from fastcal.pipeline.context import CalEntry, Context
-from fastcal.pipeline.stage import OK, SKIPPED, PlaceholderStage, Stage, StageResult
+from fastcal.pipeline.stage import OK, SKIPPED, LoopStage, PlaceholderStage, Stage, StageResult
 from fastcal.pipeline.stages.flagdata import FlagDataStage
 from fastcal.pipeline.stages.importdata import ImportDataStage
 from fastcal.pipeline.stages.refant import RefantStage
@@ -73,8 +73,12 @@ def alma_recipe() -> list[Stage]:
         P("timegaincal", "phase 'int' on calibrators, per-scan phase for the target, per-scan amplitude",
           "fastcal.solve"),
         P("applycal", "apply the calibration library (calwt), flag backup", "fastcal.apply"),
-        P("calflag", "corrected-amplitude outlier flagging of the calibrators; re-derive and "
-                     "re-apply until no new flags", "fastcal.apply and the solve stages"),
+        LoopStage("calflag", "flag calibrator outliers, re-derive and re-apply until no new flags", [
+            P("correctedampflag", "corrected-amplitude outlier flagging of the calibrators "
+                                  "(antennas, scans, integrations, channels)", "calibrated calibrators"),
+            P("rederive", "re-solve bandpass, fluxscale and gains with the new flags", "fastcal.solve"),
+            P("reapply", "re-apply the cal library", "fastcal.apply"),
+        ], max_rounds=3),
         P("qa", "QA2 checks: Tsys, WVR, flux scale, bandpass, phase transfer, gain noise, "
                 "sensitivity vs radiometer equation", "calibrated data"),
         ExportDataStage(),

@@ -29,7 +29,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, ClassVar
@@ -39,7 +39,7 @@ from fastcal.pipeline.context import Context, format_call, resolve_function
 from fastcal.pipeline.qa import QAScore
 
 __all__ = [
-    "PlotSpec", "StageResult", "Stage", "PlaceholderStage", "StageError", "run_stages",
+    "PlotSpec", "StageResult", "Stage", "PlaceholderStage", "LoopStage", "StageError", "run_stages",
     "STATE_FILE", "COMMANDS_LOG", "FULL_LOG", "load_context", "save_context",
     "write_commands_log", "read_commands_log", "replay_commands",
 ]
@@ -161,6 +161,62 @@ class PlaceholderStage(Stage):
             msg += f"; it needs {self.needs}"
         logger.warning("%s", msg)
         return StageResult(self.name, NOT_IMPLEMENTED, messages=[msg])
+
+
+class LoopStage(Stage):
+    """Run `body` stages in rounds until a round adds no new flags, or `max_rounds` rounds.
+
+    This is the recipe's "inspect, flag, re-derive, re-apply" loop. Calls and flags made by
+    the body are recorded under the loop's name; each round is recorded in
+    ``outputs["rounds"]`` (round number, status of each body stage, visibilities newly
+    flagged, QA). If a body stage is not implemented the loop stops and says so.
+    """
+
+    modifies_flags = True
+
+    def __init__(self, name: str, title: str, body: Sequence[Stage], max_rounds: int = 3) -> None:
+        if max_rounds < 1:
+            raise ParameterError(f"{name}: max_rounds={max_rounds!r} is invalid; valid: >= 1")
+        if not body:
+            raise ParameterError(f"{name}: the loop needs at least one body stage")
+        self._name, self._title, self.body, self.max_rounds = name, title, list(body), max_rounds
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self._name
+
+    @property
+    def title(self) -> str:  # type: ignore[override]
+        return self._title
+
+    @property
+    def implemented(self) -> bool:  # type: ignore[override]
+        return all(s.implemented for s in self.body)
+
+    def run(self, ctx: Context) -> StageResult:
+        missing = [s.name for s in self.body if not s.implemented]
+        if missing:
+            msg = (f"stage {self.name!r} ({self.title}) is not implemented in this version of fastcal; "
+                   f"it needs the stage(s) {', '.join(missing)}")
+            logger.warning("%s", msg)
+            return StageResult(self.name, NOT_IMPLEMENTED, messages=[msg])
+        rounds: list[dict[str, Any]] = []
+        last: list[StageResult] = []
+        new = 0
+        for i in range(1, self.max_rounds + 1):
+            n_before = sum(f.n_new for f in ctx.flags)
+            last = [s.run(ctx) for s in self.body]
+            new = sum(f.n_new for f in ctx.flags) - n_before
+            rounds.append(dict(round=i, stages={r.stage: r.status for r in last}, new_flags=new,
+                               qa=[q.to_dict() for r in last for q in r.qa]))
+            logger.info("%s round %d: %d visibilities newly flagged", self.name, i, new)
+            if new == 0:
+                break
+        converged = new == 0
+        msgs = [f"{len(rounds)} round(s); " + ("no new flags in the last round" if converged else
+                f"still {new} newly flagged visibilities after max_rounds={self.max_rounds}")]
+        return StageResult(self.name, OK, outputs=dict(rounds=rounds, converged=converged),
+                           qa=[q for r in last for q in r.qa], messages=msgs + [m for r in last for m in r.messages])
 
 
 # ----------------------------------------------------------------------------- state
@@ -297,7 +353,12 @@ def _select(recipe: Sequence[Stage], ctx: Context, stages: Sequence[str] | None,
 def _flag_backup(ctx: Context, stage: Stage) -> str:
     """Save the flags before `stage` as ``fastcal_before_<stage>``; on a re-run, first put the
     saved flags back (and save them again, so the commands log stays complete)."""
-    from fastcal.flagversions import delete_flag_version, list_flag_versions, restore_flags, save_flags
+    from fastcal.flagversions import (
+        delete_flag_version,
+        list_flag_versions,
+        restore_flags,
+        save_flags,
+    )
 
     name = f"fastcal_before_{stage.name}"
     if name in {v.name for v in list_flag_versions(ctx.vis)}:
@@ -311,8 +372,12 @@ def _flag_backup(ctx: Context, stage: Stage) -> str:
 
 
 def run_stages(ctx: Context, recipe: Sequence[Stage], *, stages: Sequence[str] | None = None,
-               start: str | None = None, stop: str | None = None) -> list[StageResult]:
+               start: str | None = None, stop: str | None = None,
+               progress: Callable[[int, int, Stage, StageResult | None], None] | None = None,
+               ) -> list[StageResult]:
     """Run (part of) a recipe; see the module docstring.
+
+    `progress(k, n, stage, result)` is called before each stage (result None) and after it.
 
     Returns
     -------
@@ -337,6 +402,8 @@ def run_stages(ctx: Context, recipe: Sequence[Stage], *, stages: Sequence[str] |
         t0 = time.perf_counter()
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         logger.info("stage %d/%d %s: %s", k, len(todo), stage.name, stage.title)
+        if progress is not None:
+            progress(k, len(todo), stage, None)
         try:
             if stage.modifies_flags and stage.implemented:
                 _flag_backup(ctx, stage)
@@ -358,6 +425,8 @@ def run_stages(ctx: Context, recipe: Sequence[Stage], *, stages: Sequence[str] |
         logger.info("stage %s: %s (%.2f s)%s", stage.name, result.status, result.duration_s,
                     "".join(f"; QA {q.name}={q.score:.2f}" for q in result.qa))
         done.append(result)
+        if progress is not None:
+            progress(k, len(todo), stage, result)
     ctx.current_stage = ""
     return done
 

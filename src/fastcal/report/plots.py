@@ -82,7 +82,7 @@ def matplotlib_available() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
-def _new_figure(width_in: float, height_in: float) -> Figure:
+def _new_figure(width_in: float, height_in: float, constrained: bool = True) -> Figure:
     """A pyplot-free Agg figure of the given size (inches)."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -92,7 +92,7 @@ def _new_figure(width_in: float, height_in: float) -> Figure:
             "plots need matplotlib, which is not installed; install it with "
             "`pip install 'fastcal[report]'` (or `pip install matplotlib`)"
         ) from exc
-    fig = Figure(figsize=(width_in, height_in), layout="constrained")
+    fig = Figure(figsize=(width_in, height_in), layout="constrained" if constrained else None)
     FigureCanvasAgg(fig)
     return fig
 
@@ -173,27 +173,83 @@ def _utc_hours(time_mjd_s: np.ndarray, t0: float) -> tuple[np.ndarray, str]:
     return (np.asarray(time_mjd_s, np.float64) - day0) / 3600.0, f"UTC (h) on {date}"
 
 
-def _antenna_grid(fig: Figure, n_panels: int, rows_per_panel: int = 1) -> list[list[Axes]]:
-    """Axes for `n_panels` antenna panels, each `rows_per_panel` axes high (shared x)."""
+#: Fixed margins (inches) of per-antenna grids: left, right, bottom (x label + legend), top.
+_GRID_MARGINS = (0.6, 0.15, 0.8, 0.45)
+#: Gaps (inches) between antenna panels: horizontal, vertical.
+_GRID_GAPS = (0.45, 0.5)
+
+
+def _grid_shape(n_panels: int) -> tuple[int, int]:
     ncol = min(PANELS_PER_ROW, max(n_panels, 1))
-    nrow = max(1, math.ceil(n_panels / ncol))
-    grid = fig.add_gridspec(nrow * rows_per_panel, ncol)
+    return ncol, max(1, math.ceil(n_panels / ncol))
+
+
+def _grid_size(n_panels: int, rows_per_panel: int = 1) -> tuple[float, float]:
+    """Figure size (inches) of a grid of `n_panels` antenna panels."""
+    ncol, nrow = _grid_shape(n_panels)
+    left, right, bottom, top = _GRID_MARGINS
+    panel_h = PANEL_SIZE[1] * (0.6 + 0.5 * (rows_per_panel - 1))
+    return (left + right + PANEL_SIZE[0] * ncol,
+            bottom + top + nrow * panel_h + (nrow - 1) * _GRID_GAPS[1])
+
+
+def _antenna_grid(fig: Figure, n_panels: int, rows_per_panel: int = 1) -> list[list[Axes]]:
+    """Axes for `n_panels` antenna panels, each `rows_per_panel` axes high (shared x).
+
+    A fixed layout (margins in inches) rather than constrained layout: with tens of
+    antennas constrained layout costs seconds per figure.
+    """
+    ncol, nrow = _grid_shape(n_panels)
+    width, height = fig.get_size_inches()
+    left, right, bottom, top = _GRID_MARGINS
+    gap_w, gap_h = _GRID_GAPS
+    ax_w = (width - left - right - (ncol - 1) * gap_w) / ncol
+    ax_h = (height - bottom - top - (nrow - 1) * gap_h) / nrow
+    outer = fig.add_gridspec(
+        nrow, ncol, left=left / width, right=1 - right / width, bottom=bottom / height,
+        top=1 - top / height, wspace=gap_w / ax_w, hspace=gap_h / ax_h,
+    )
     panels = []
     for k in range(n_panels):
         r, c = divmod(k, ncol)
-        first = fig.add_subplot(grid[r * rows_per_panel, c])
-        axes = [first] + [
-            fig.add_subplot(grid[r * rows_per_panel + i, c], sharex=first)
-            for i in range(1, rows_per_panel)
-        ]
+        inner = outer[r, c].subgridspec(rows_per_panel, 1, hspace=0.08)
+        first = fig.add_subplot(inner[0])
+        axes = [first] + [fig.add_subplot(inner[i], sharex=first)
+                          for i in range(1, rows_per_panel)]
+        for ax in axes[:-1]:
+            ax.tick_params(labelbottom=False)
         panels.append(axes)
     return panels
 
 
-def _grid_size(n_panels: int, rows_per_panel: int = 1) -> tuple[float, float]:
-    ncol = min(PANELS_PER_ROW, max(n_panels, 1))
-    nrow = max(1, math.ceil(n_panels / ncol))
-    return PANEL_SIZE[0] * ncol, PANEL_SIZE[1] * nrow * (0.75 * rows_per_panel + 0.25) + 0.4
+def _lines(ax: Axes, x: np.ndarray, ys: np.ndarray, colour: Any, lw: float = 0.7,
+           min_span: float = 0.0) -> None:
+    """Draw the rows of `ys` (n_lines, n_x) against `x` as one LineCollection (NaN = gap).
+
+    Much faster than one Line2D per spectrum when there are thousands of them. The y range
+    is kept at least `min_span` wide (no "1e-8+1" offset axes for constant curves).
+    """
+    from matplotlib.collections import LineCollection
+
+    ys = np.atleast_2d(ys)
+    good = np.isfinite(ys)
+    if not good.any():
+        return
+    segs = np.stack([np.broadcast_to(x, ys.shape), ys], axis=-1)
+    ax.add_collection(LineCollection(list(segs), colors=colour, linewidths=lw, alpha=0.85))
+    xs = np.broadcast_to(x, ys.shape)[good]
+    ax.update_datalim(np.column_stack([xs, ys[good]]))
+    ax.autoscale_view()
+    _keep_span(ax, min_span)
+
+
+def _keep_span(ax: Axes, min_span: float) -> None:
+    """Widen the y limits of `ax` to at least `min_span` about their centre."""
+    lo, hi = ax.get_ylim()
+    if hi - lo < min_span:
+        mid = 0.5 * (lo + hi)
+        ax.set_ylim(mid - 0.5 * min_span, mid + 0.5 * min_span)
+    ax.ticklabel_format(axis="y", useOffset=False)
 
 
 def _select_antennas(
@@ -269,7 +325,7 @@ def plot_tsys(
     sols = [tab.solutions(s) for s in _spw_list(tab, spw)]
     flag_all = np.logical_and.reduce([s.flag.all(axis=(0, 2, 3)) for s in sols])
     ants = _select_antennas(flag_all, names, antennas)
-    fig = _new_figure(*_grid_size(len(ants)))
+    fig = _new_figure(*_grid_size(len(ants)), constrained=False)
     if not ants:
         _no_data(fig, "all Tsys solutions flagged")
         return _save(fig, out_png, dpi)
@@ -280,15 +336,12 @@ def plot_tsys(
             freq, xlabel = _chan_freq_ghz(sol, sol.params.shape[2])
             tsys = _masked(sol.params[:, a].real, sol.flag[:, a])
             for p in range(tsys.shape[-1]):
-                ax.plot(freq, tsys[..., p].T, color=_POL_COLOURS[p % 4], lw=0.7, alpha=0.8)
-        ax.set_title(names[a], fontsize=8)
+                _lines(ax, freq, tsys[..., p], _POL_COLOURS[p % 4], min_span=2.0)
+        ax.set_title(names[a], fontsize=8, pad=2)
         ax.tick_params(labelsize=7)
-    for axes in panels:
-        axes[0].set_xlabel(xlabel, fontsize=7)
-        axes[0].set_ylabel("Tsys (K)", fontsize=7)
+    _label_grid(panels, xlabel, ["Tsys (K)"])
     _pol_legend(fig, tab.n_par)
-    fig.suptitle(title or f"Tsys vs frequency, spw {', '.join(str(s.spw) for s in sols)}",
-                 fontsize=9)
+    _grid_title(fig, title or f"Tsys vs frequency, spw {', '.join(str(s.spw) for s in sols)}")
     return _save(fig, out_png, dpi)
 
 
@@ -297,8 +350,24 @@ def _pol_legend(fig: Figure, n_par: int) -> None:
 
     handles = [Line2D([], [], color=_POL_COLOURS[p % 4], label=_pol_label(p, n_par))
                for p in range(n_par)]
-    fig.legend(handles=handles, loc="outside lower center", ncol=max(n_par, 1), fontsize=7,
+    fig.legend(handles=handles, loc="lower center", ncol=max(n_par, 1), fontsize=7,
                frameon=False)
+
+
+def _grid_title(fig: Figure, text: str) -> None:
+    """Figure title at a fixed distance (inches) from the top, above the panel titles."""
+    fig.suptitle(text, fontsize=9, y=1 - 0.08 / fig.get_size_inches()[1], va="top")
+
+
+def _label_grid(panels: list[list[Axes]], xlabel: str, ylabels: Sequence[str]) -> None:
+    """x label under the bottom panel of each column, y labels on the first column."""
+    ncol, _ = _grid_shape(len(panels))
+    for k, axes in enumerate(panels):
+        if k + ncol >= len(panels):
+            axes[-1].set_xlabel(xlabel, fontsize=7)
+        if k % ncol == 0:
+            for ax, label in zip(axes, ylabels, strict=True):
+                ax.set_ylabel(label, fontsize=7)
 
 
 # --------------------------------------------------------------------------------------
@@ -413,7 +482,7 @@ def plot_bandpass(
     sols = [tab.solutions(s) for s in _spw_list(tab, spw)]
     flag_all = np.logical_and.reduce([s.flag.all(axis=(0, 2, 3)) for s in sols])
     ants = _select_antennas(flag_all, names, antennas)
-    fig = _new_figure(*_grid_size(len(ants), rows_per_panel=2))
+    fig = _new_figure(*_grid_size(len(ants), rows_per_panel=2), constrained=False)
     if not ants:
         _no_data(fig, "all bandpass solutions flagged")
         return _save(fig, out_png, dpi)
@@ -426,17 +495,14 @@ def plot_bandpass(
             amp = _masked(np.abs(g), sol.flag[:, a])
             ph = _masked(np.degrees(np.angle(g)), sol.flag[:, a])
             for p in range(g.shape[-1]):
-                c = _POL_COLOURS[p % 4]
-                ax_amp.plot(freq, amp[..., p].T, color=c, lw=0.7)
-                ax_ph.plot(freq, ph[..., p].T, color=c, lw=0.7)
-        ax_amp.set_title(names[a], fontsize=8)
-        ax_amp.tick_params(labelsize=7, labelbottom=False)
+                _lines(ax_amp, freq, amp[..., p], _POL_COLOURS[p % 4], min_span=0.02)
+                _lines(ax_ph, freq, ph[..., p], _POL_COLOURS[p % 4], min_span=2.0)
+        ax_amp.set_title(names[a], fontsize=8, pad=2)
+        ax_amp.tick_params(labelsize=7)
         ax_ph.tick_params(labelsize=7)
-        ax_amp.set_ylabel("Amp", fontsize=7)
-        ax_ph.set_ylabel("Phase (deg)", fontsize=7)
-        ax_ph.set_xlabel(xlabel, fontsize=7)
+    _label_grid(panels, xlabel, ["Amplitude", "Phase (deg)"])
     _pol_legend(fig, tab.n_par)
-    fig.suptitle(title or f"Bandpass, spw {', '.join(str(s.spw) for s in sols)}", fontsize=9)
+    _grid_title(fig, title or f"Bandpass, spw {', '.join(str(s.spw) for s in sols)}")
     return _save(fig, out_png, dpi)
 
 
@@ -507,12 +573,21 @@ def plot_gain_vs_time(
             kw = dict(color=cmap[k], marker=markers[p % 4], ms=3, lw=0.6, label=label)
             ax_ph.plot(hours, np.degrees(np.angle(mean[:, a, p])), **kw)
             ax_amp.plot(hours, np.abs(mean[:, a, p]), **kw)
+    _keep_span(ax_ph, 2.0)
+    _keep_span(ax_amp, 0.02)
     ax_ph.set_ylabel("Gain phase (deg)")
     ax_amp.set_ylabel("Gain amplitude")
     ax_amp.set_xlabel(xlabel)
     ax_ph.tick_params(labelbottom=False)
-    fig.legend(*ax_ph.get_legend_handles_labels(), loc="outside right upper", fontsize=6,
-               ncol=1 + len(ants) // 25, frameon=False)
+    from matplotlib.lines import Line2D
+
+    handles, labels = ax_ph.get_legend_handles_labels()
+    if mean.shape[-1] > 1:
+        for p in range(mean.shape[-1]):
+            handles.append(Line2D([], [], color="k", marker=markers[p % 4], ms=3, lw=0))
+            labels.append(f"pol {p}")
+    fig.legend(handles, labels, loc="outside right upper", fontsize=6,
+               ncol=1 + len(labels) // 25, frameon=False)
     fig.suptitle(title or f"{tab.vis_cal} gains vs time, spw {s}", fontsize=9)
     return _save(fig, out_png, dpi)
 

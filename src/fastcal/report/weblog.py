@@ -17,6 +17,7 @@ classes: see :func:`render_weblog` for the attributes (or mapping keys) used.
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import html
 import logging
@@ -291,10 +292,8 @@ def _stage_results(results: Any) -> list[Any]:
     """The stage results in order, from a sequence, a mapping or a context with ``results``."""
     if results is None:
         raise ParameterError("results is None; give the stage results (a list) or a context")
-    inner = _get(results, "results", "stage_results", "stages") \
-        if not isinstance(results, (Sequence, Mapping)) else None
-    if inner is not None:
-        results = inner
+    if not isinstance(results, (Sequence, Mapping)):
+        results = _get(results, "results", "stage_results", "stages", default=results)
     if isinstance(results, Mapping):
         items = []
         for key, value in results.items():
@@ -545,7 +544,7 @@ def render_weblog(
     results: Any,
     out_dir: str | os.PathLike,
     *,
-    title: str = "fastcal calibration weblog",
+    title: str | None = None,
     info: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
 ) -> Path:
     """Write the static HTML weblog of a pipeline run.
@@ -576,8 +575,9 @@ def render_weblog(
         - ``duration_s``: wall time (s).
     out_dir : path
         Directory to write (created; files of an earlier weblog there are replaced).
-    title : str
-        Title of the overview page.
+    title : str, optional
+        Title of the pages; default ``"fastcal weblog: <MS name>"`` for a context, else
+        ``"fastcal calibration weblog"``.
     info : mapping or list of (key, value), optional
         Dataset rows shown on the overview (MS name, date, fastcal version...).
 
@@ -597,6 +597,10 @@ def render_weblog(
     page and a logged warning; the weblog is still written.
     """
     stages = _stage_results(results)
+    if title is None:
+        vis = _get(results, "vis") if not isinstance(results, (Sequence, Mapping)) else None
+        title = (f"fastcal weblog: {os.path.basename(os.fspath(vis).rstrip('/'))}" if vis
+                 else "fastcal calibration weblog")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pages = [_stage_page(r, i + 1) for i, r in enumerate(stages)]
@@ -624,3 +628,32 @@ def render_weblog(
         )
     log.info("weblog written: %s (%d stages)", index, len(pages))
     return index
+
+
+# --------------------------------------------------------------------------------------
+# Command line: ``fastcal weblog DIR`` re-renders the weblog of a pipeline output directory
+# --------------------------------------------------------------------------------------
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``fastcal weblog``."""
+    parser.add_argument("dir", help="pipeline output directory (holds the saved pipeline state)")
+    parser.add_argument("--out", default=None,
+                        help="weblog directory (default: DIR/qa, where the pipeline writes it)")
+    parser.add_argument("--title", default=None, help="page title")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Render the weblog from the state saved in ``args.dir``; prints the index path."""
+    from fastcal.pipeline.stage import STATE_FILE, load_context
+
+    ctx = load_context(args.dir)
+    if ctx is None:
+        raise ParameterError(
+            f"{args.dir}: no pipeline state ({STATE_FILE}) there; give the --out directory of "
+            f"a `fastcal pipeline` run"
+        )
+    out = args.out if args.out is not None else os.path.join(os.fspath(args.dir), "qa")
+    index = render_weblog(ctx, out, title=args.title)
+    print(f"weblog written: {index}")  # noqa: T201 - CLI output
+    return 0

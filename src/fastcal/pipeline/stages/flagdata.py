@@ -212,7 +212,7 @@ def flag_deterministic(vis: str, *, autocorr: bool = True, shadow: bool = True, 
                 summary.total += flag.size
                 summary.flagged_before += int(before.sum())
 
-                def agent(name: str, mask: np.ndarray) -> None:
+                def agent(name: str, mask: np.ndarray, flag: np.ndarray = flag) -> None:
                     new = mask & ~flag
                     summary.new[name] += int(new.sum())
                     flag[new] = True

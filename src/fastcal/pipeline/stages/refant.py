@@ -139,8 +139,8 @@ def rank_refants(vis, *, intent: str = REFANT_INTENTS, spw: Sequence[int] | None
     if not ranked:
         raise ParameterError(f"{info.path}: no reference antenna left after removing {sorted(drop)}")
     removed = sorted(drop, key=names.index)
-    return RefantRanking(ranked, dict(zip(names, geo.tolist())), dict(zip(names, flg.tolist())),
-                         dict(zip(names, total.tolist())), removed)
+    return RefantRanking(ranked, dict(zip(names, geo.tolist(), strict=True)), dict(zip(names, flg.tolist(), strict=True)),
+                         dict(zip(names, total.tolist(), strict=True)), removed)
 
 
 class RefantStage(Stage):

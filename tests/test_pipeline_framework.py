@@ -1,0 +1,344 @@
+"""Pipeline framework: stage runner, resume, selection, commands log and replay, importdata,
+the CLI hook and the delivery package."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import subprocess
+import sys
+
+import casacore.tables as ct
+import numpy as np
+import pytest
+
+from fastcal.errors import ParameterError, SelectionError
+from fastcal.pipeline import (
+    EXIT_INCOMPLETE,
+    CalEntry,
+    Context,
+    StageError,
+    add_cli_arguments,
+    replay_commands,
+    run,
+    run_from_args,
+)
+from fastcal.pipeline.qa import QAScore, linear_score, theoretical_rms_jy
+from fastcal.pipeline.stage import (
+    COMMANDS_LOG,
+    STATE_FILE,
+    PlaceholderStage,
+    Stage,
+    StageResult,
+    read_commands_log,
+)
+from fastcal.pipeline.stages.importdata import resolve_roles
+
+# ----------------------------------------------------------------------------- dummy stages
+
+RAN: list[str] = []
+
+
+class _Dummy(Stage):
+    def __init__(self, name: str, x: float) -> None:
+        self._n, self.x = name, x
+
+    @property
+    def name(self):  # type: ignore[override]
+        return self._n
+
+    title = "dummy"
+
+    def run(self, ctx):
+        RAN.append(self.name)
+        if ctx.options.get(f"fail_{self.name}"):
+            raise ParameterError(f"injected failure in {self.name}")
+        y = ctx.call(linear_score, x=self.x, x1=0.0, x2=10.0)
+        return StageResult(self.name, qa=[QAScore("y", y, y, "dummy")])
+
+
+def _recipe():
+    return [_Dummy("a", 1.0), _Dummy("b", 2.0), _Dummy("c", 3.0)]
+
+
+def _state(out):
+    with open(os.path.join(out, STATE_FILE)) as f:
+        return json.load(f)["context"]
+
+
+def test_resume_after_failure_reruns_only_remaining(tiny_ms, tmp_path):
+    RAN.clear()
+    out = str(tmp_path / "out")
+    with pytest.raises(StageError, match="stage 'b' failed: injected failure in b"):
+        run(tiny_ms[0], out, recipe=_recipe(), options={"fail_b": True})
+    st = _state(out)
+    assert st["results"]["a"]["status"] == "ok" and st["results"]["b"]["status"] == "failed"
+    assert "injected failure" in st["results"]["b"]["error"] and "c" not in st["results"]
+    assert RAN == ["a", "b"]
+    res = run(tiny_ms[0], out, recipe=_recipe(), options={"fail_b": False})
+    assert RAN == ["a", "b", "b", "c"]  # a was not run again
+    assert [r.stage for r in res.results] == ["b", "c"]
+    assert all(r.duration_s >= 0 and r.started for r in res.results)
+    assert run(tiny_ms[0], out, recipe=_recipe()).results == []  # nothing left to do
+    calls = read_commands_log(os.path.join(out, COMMANDS_LOG))
+    assert [kw["x"] for _, kw in calls] == [1.0, 2.0, 3.0]  # each stage's last run, recipe order
+
+
+def test_stage_selection(tiny_ms, tmp_path):
+    RAN.clear()
+    out = str(tmp_path / "sel")
+    run(tiny_ms[0], out, recipe=_recipe(), stages=["c"])
+    run(tiny_ms[0], out, recipe=_recipe(), start="b", stop="c")
+    run(tiny_ms[0], out, recipe=_recipe(), stop="a")
+    assert RAN == ["c", "b", "c", "a"]
+    for kwargs, msg in [(dict(stages=["zz"]), "zz not in the recipe"),
+                        (dict(start="q"), "start='q' is not a stage"),
+                        (dict(start="c", stop="a"), "comes before"),
+                        (dict(stages=["a"], start="a"), "not both")]:
+        with pytest.raises(ParameterError, match=msg):
+            run(tiny_ms[0], out, recipe=_recipe(), **kwargs)
+
+
+def test_state_of_another_ms_is_refused(tiny_ms, copy_ms, tmp_path):
+    out = str(tmp_path / "o")
+    run(tiny_ms[0], out, recipe=_recipe())
+    other = copy_ms(tiny_ms[0], "other.ms")
+    with pytest.raises(ParameterError, match="holds the pipeline state of"):
+        run(other, out, recipe=_recipe())
+    assert run(other, out, recipe=_recipe(), restart=True).context.vis == str(other)
+
+
+def test_placeholder_never_pretends(tiny_ms, tmp_path):
+    res = run(tiny_ms[0], str(tmp_path / "p"), recipe=[PlaceholderStage("bandpass", "bp", "fastcal.solve")])
+    assert res.not_implemented == ["bandpass"]
+    r = res.results[0]
+    assert r.status == "not_implemented" and "not implemented in this version" in r.messages[0]
+
+
+def test_context_round_trip_and_literal_calls(tmp_path):
+    ctx = Context(vis=str(tmp_path / "x.ms"), out_dir=str(tmp_path / "o"), roles={"phase": ["P"]})
+    ctx.callib.add(CalEntry("tsys", "/t/a.tsys", "tsys", "linear,linear", spwmap=[0, 1]))
+    ctx.current_stage = "s"
+    assert ctx.call(linear_score, x=0.5, x1=0.0, x2=1.0) == 0.5
+    ctx.add_flags("autocorr", "mode='manual' autocorr=True", 3, 10)
+    back = Context.from_dict(json.loads(json.dumps(ctx.to_dict())))
+    assert back.to_dict() == ctx.to_dict()
+    assert back.flags[0].fraction == pytest.approx(0.3)
+    with pytest.raises(ParameterError, match="is not a literal"):
+        ctx.call(linear_score, x=object(), x1=0.0, x2=1.0)
+    with pytest.raises(ParameterError, match="not a module-level fastcal function"):
+        ctx.call(len, obj=[1])
+
+
+# ----------------------------------------------------------------------------- importdata
+
+
+def test_roles_from_intents(tiny_ms):
+    from fastcal.ms import open_ms
+
+    roles, source, msgs = resolve_roles(open_ms(tiny_ms[0]))
+    truth_names = {f.name for f in open_ms(tiny_ms[0]).fields}
+    assert source == "intents" and set(sum(roles.values(), [])) <= truth_names
+    assert roles["bandpass"] and roles["phase"] and roles["target"]
+    assert not set(roles["phase"]) & set(roles["target"])
+
+
+def _strip_intents(path):
+    with ct.table(os.path.join(str(path), "STATE"), readonly=False, ack=False) as t:
+        t.putcol("OBS_MODE", [""] * t.nrows())
+
+
+def test_ms_without_intents_needs_role_options(tiny_ms, copy_ms):
+    from fastcal.ms import open_ms
+
+    path = copy_ms(tiny_ms[0])
+    _strip_intents(path)
+    info = open_ms(path)
+    with pytest.raises(ParameterError, match="no scan intents.*--bandpass-field"):
+        resolve_roles(info)
+    names = info.field_names
+    roles, source, msgs = resolve_roles(info, {"bandpass_field": names[0], "phase_field": names[1],
+                                               "target_field": names[2]})
+    assert source == "options" and roles["bandpass"] == [names[0]] and roles["flux"] == [names[0]]
+    assert any("no flux calibrator" in m for m in msgs)
+    with pytest.raises(SelectionError, match="'NOPE' is not a field"):
+        resolve_roles(info, {"phase_field": "NOPE"})
+
+
+# ----------------------------------------------------------------------------- real stages
+
+
+def _flags(path):
+    with ct.table(str(path), ack=False) as t:
+        return [t.getcell("FLAG", r) for r in range(t.nrows())]
+
+
+def _same_flags(p, q):
+    return all(np.array_equal(a, b) for a, b in zip(_flags(p), _flags(q), strict=True))
+
+
+def test_commands_log_replays_every_call(tiny_ms, copy_ms, tmp_path):
+    a = copy_ms(tiny_ms[0], "a.ms")
+    out = str(tmp_path / "out")
+    res = run(a, out, stages=["importdata", "flagdata", "refant"])
+    ctx = res.context
+    log = os.path.join(out, COMMANDS_LOG)
+    calls = read_commands_log(log)
+    assert [n for n, _ in calls] == [c.function for c in ctx.commands]
+    names = {n.rsplit(".", 1)[1] for n, _ in calls}
+    assert {"save_flags", "flag_deterministic", "rank_refants"} <= names
+    b = copy_ms(tiny_ms[0], "b.ms")
+    assert not _same_flags(a, b)
+    replayed = replay_commands(log, vis=str(b))
+    assert _same_flags(a, b)
+    assert replayed[-1].names == ctx.refant  # rank_refants gives the same list
+
+
+def test_rerun_script_reproduces_flags(tiny_ms, copy_ms, tmp_path):
+    a = copy_ms(tiny_ms[0], "a.ms")
+    out = str(tmp_path / "out")
+    run(a, out, stages=["importdata", "flagdata", "refant", "exportdata"])
+    script = os.path.join(out, "script", "fastcal_rerun.py")
+    c = copy_ms(tiny_ms[0], "c.ms")
+    subprocess.run([sys.executable, script, str(c)], check=True, capture_output=True, timeout=120)
+    assert _same_flags(a, c)
+
+
+def test_flagdata_rerun_restores_backup_first(tiny_ms, copy_ms, tmp_path):
+    from fastcal.flagversions import list_flag_versions
+
+    a = copy_ms(tiny_ms[0], "a.ms")
+    out = str(tmp_path / "out")
+    run(a, out, stages=["importdata", "flagdata"])
+    first = _flags(a)
+    with ct.table(str(a), readonly=False, ack=False) as t:  # a later stage's flags
+        f = t.getcell("FLAG", 100)
+        f[:] = True
+        t.putcell("FLAG", 100, f)
+    run(a, out, stages=["flagdata"])
+    assert all(np.array_equal(x, y) for x, y in zip(first, _flags(a), strict=True))
+    assert [v.name for v in list_flag_versions(a)] == ["fastcal_before_flagdata"]
+
+
+def test_cli_full_recipe_is_incomplete_and_packaged(tiny_ms, copy_ms, tmp_path, capsys):
+    a = copy_ms(tiny_ms[0], "a.ms")
+    out = str(tmp_path / "pkg")
+    p = argparse.ArgumentParser()
+    add_cli_arguments(p)
+    assert run_from_args(p.parse_args(["--list-stages"])) == 0
+    assert "not implemented in this version" in capsys.readouterr().out
+    with pytest.raises(ParameterError, match="--out DIR"):
+        run_from_args(p.parse_args([str(a)]))
+    assert run_from_args(p.parse_args([str(a), "--out", out, "--quiet"])) == EXIT_INCOMPLETE
+    assert "NOT fully calibrated" in capsys.readouterr().out
+    for rel in ("README", "calibration/a.ms.calapply.txt", "calibration/a.ms.flagtemplate.txt",
+                "qa/qa_scores.json", "log/fastcal_commands.log", "log/fastcal_pipeline.log",
+                "script/fastcal_rerun.py"):
+        assert os.path.isfile(os.path.join(out, rel)), rel
+    readme = open(os.path.join(out, "README")).read()
+    assert "NOT fully calibrated" in readme and "theor. rms" in readme
+    tmpl = open(os.path.join(out, "calibration", "a.ms.flagtemplate.txt")).read()
+    assert "autocorr=True" in tmpl
+    assert "fastcal pipeline on" in open(os.path.join(out, "log", "fastcal_pipeline.log")).read()
+
+
+def _syscal_median(path, tsys_spw):
+    with ct.table(os.path.join(str(path), "SYSCAL"), ack=False) as t:
+        spw = t.getcol("SPECTRAL_WINDOW_ID")
+        v = np.concatenate([t.getcell("TSYS_SPECTRUM", int(r)).ravel() for r in np.flatnonzero(spw == tsys_spw)])
+    return float(np.median(v[np.isfinite(v) & (v > 0)]))
+
+
+def test_package_calapply_and_theoretical_rms(tiny_ms, copy_ms, tmp_path):
+    from fastcal.ms import open_ms
+    from fastcal.pipeline.package import theoretical_rms_table, write_package
+
+    a = copy_ms(tiny_ms[0], "a.ms")
+    out = str(tmp_path / "pkg")
+    ctx = run(a, out, stages=["importdata", "flagdata"]).context
+    table = tmp_path / "elsewhere" / "a.ms.tsys.tbl"
+    table.mkdir(parents=True)
+    (table / "table.dat").write_bytes(b"x")
+    ctx.callib.add(CalEntry("tsys", str(table), "tsys", "linear,linear", intents=["CALIBRATE_*", "OBSERVE_TARGET*"]))
+    report = write_package(ctx)
+    caldir = os.path.join(out, "calibration")
+    assert os.path.isdir(os.path.join(caldir, "a.ms.tsys.tbl"))
+    lines = open(report["calapply"]).read().splitlines()
+    assert lines[0] == "# Apply file for a.ms"
+    calls = [ast.parse(s, mode="eval").body for s in lines[1:]]
+    kws = [{k.arg: ast.literal_eval(k.value) for k in c.keywords} for c in calls]
+    assert kws and all(k["gaintable"] == ["a.ms.tsys.tbl"] and k["interp"] == ["linear,linear"] for k in kws)
+    info = open_ms(a)
+    intents = {k["intent"] for k in kws}
+    assert "OBSERVE_TARGET#ON_SOURCE" in intents and "CALIBRATE_PHASE#ON_SOURCE" in intents
+    rows = theoretical_rms_table(ctx)
+    assert {r["spw"] for r in rows} == set(ctx.science_spws)
+    for r in rows:
+        sp = info.spws[r["spw"]]
+        tsys_spw = next(s.id for s in info.spws if info.spw_roles[s.id] == "tsys" and s.baseband == sp.baseband)
+        tsys = _syscal_median(a, tsys_spw)
+        assert r["tsys_k"] == pytest.approx(tsys)
+        assert r["rms_jy"] == pytest.approx(theoretical_rms_jy(tsys, sp.total_bandwidth, r["time_s"], len(info.antennas)))
+        assert 0 < r["time_s"] < info.time_range[1] - info.time_range[0]
+
+
+def test_antpos_stage_registers_table(tiny_ms, copy_ms, tmp_path):
+    a = copy_ms(tiny_ms[0], "a.ms")
+    csv = tmp_path / "antennapos.csv"
+    csv.write_text("ms,antenna,xoffset,yoffset,zoffset,comment\na.ms,DV04,0.001,-0.002,0.0,test\n")
+    out = str(tmp_path / "out")
+    res = run(a, out, stages=["importdata", "antpos"], options={"antpos_file": str(csv)})
+    entry = res.context.callib.get("antpos")
+    assert os.path.isdir(entry.path) and entry.calwt is False
+    assert res.results[1].outputs["caltable"] == entry.path
+    assert "antpos_table" in open(os.path.join(out, COMMANDS_LOG)).read()
+    skipped = run(a, str(tmp_path / "o2"), stages=["antpos"])
+    assert skipped.results[0].status == "skipped" and "--antpos" in skipped.results[0].messages[0]
+
+
+def test_all_antennas_flagged_stops_naming_the_stage(tiny_ms, copy_ms, tmp_path):
+    a = copy_ms(tiny_ms[0], "a.ms")
+    with ct.table(str(a), readonly=False, ack=False) as t:
+        for r in range(t.nrows()):
+            f = t.getcell("FLAG", r)
+            f[:] = True
+            t.putcell("FLAG", r, f)
+    out = str(tmp_path / "out")
+    with pytest.raises(StageError, match="stage 'refant' failed: .*every antenna is fully flagged"):
+        run(a, out, stages=["importdata", "refant"])
+    assert _state(out)["results"]["refant"]["status"] == "failed"
+
+
+class _Flagger(Stage):
+    """Adds a scripted number of flags per call (to drive a LoopStage)."""
+
+    name = "flagger"
+    title = "dummy flagger"
+
+    def __init__(self, per_round):
+        self.per_round = list(per_round)
+
+    def run(self, ctx):
+        n = self.per_round.pop(0) if self.per_round else 0
+        if n:
+            ctx.add_flags("dummy", "mode='manual'", n, 100)
+        return StageResult(self.name, qa=[QAScore("new", n, 1.0 if n == 0 else 0.5, f"{n} new")])
+
+
+def test_loop_stage_stops_when_no_new_flags(tiny_ms, tmp_path):
+    from fastcal.pipeline import LoopStage
+
+    loop = LoopStage("calflag", "loop", [_Flagger([5, 2, 0, 7])], max_rounds=5)
+    res = run(tiny_ms[0], str(tmp_path / "l"), recipe=[loop])
+    out = res.results[0].outputs
+    assert [r["new_flags"] for r in out["rounds"]] == [5, 2, 0] and out["converged"]
+    capped = LoopStage("calflag", "loop", [_Flagger([5, 2, 0])], max_rounds=2)
+    out = run(tiny_ms[0], str(tmp_path / "m"), recipe=[capped]).results[0].outputs
+    assert [r["new_flags"] for r in out["rounds"]] == [5, 2] and not out["converged"]
+    body = LoopStage("calflag", "loop", [PlaceholderStage("rederive", "re-solve")])
+    r = run(tiny_ms[0], str(tmp_path / "n"), recipe=[body]).results[0]
+    assert r.status == "not_implemented" and "rederive" in r.messages[0]
+    with pytest.raises(ParameterError, match="max_rounds=0"):
+        LoopStage("x", "x", [_Flagger([])], max_rounds=0)
