@@ -75,9 +75,14 @@ def _child_floor(ms: str, spws: list[int], chunk_bytes: int) -> dict:
     from fastcal.ms import read_chunks
 
     runs = []
-    for c in read_chunks(ms, ("DATA", "FLAG", "WEIGHT"), spw=",".join(map(str, spws)), chunk_bytes=chunk_bytes):
+    for c in read_chunks(
+        ms, ("DATA", "FLAG", "WEIGHT"), spw=",".join(map(str, spws)), chunk_bytes=chunk_bytes
+    ):
         for b in c._blocks:
-            runs += [(int(s), int(n), c.n_chan, c.n_corr) for s, n in zip(b.run_start, b.run_len)]
+            runs += [
+                (int(s), int(n), c.n_chan, c.n_corr)
+                for s, n in zip(b.run_start, b.run_len, strict=False)
+            ]
     t0 = time.perf_counter()
     with ct.table(ms, readonly=False, ack=False) as t:
         for start, n, nchan, ncorr in runs:
@@ -94,13 +99,26 @@ def _child_floor(ms: str, spws: list[int], chunk_bytes: int) -> dict:
     return {"time_s": time.perf_counter() - t0, "rows": int(sum(r[1] for r in runs))}
 
 
-def _child_fastcal(ms: str, tables: list[str], spws: list[int], chunk_bytes: int, threads: int | None,
-                   flagbackup: bool) -> dict:
+def _child_fastcal(
+    ms: str,
+    tables: list[str],
+    spws: list[int],
+    chunk_bytes: int,
+    threads: int | None,
+    flagbackup: bool,
+) -> dict:
     from fastcal.apply import applycal
 
     t0 = time.perf_counter()
-    rep = applycal(ms, tables, interp=["linear", "nearest"], spw=",".join(map(str, spws)), flagbackup=flagbackup,
-                   chunk_bytes=chunk_bytes, n_threads=threads)
+    rep = applycal(
+        ms,
+        tables,
+        interp=["linear", "nearest"],
+        spw=",".join(map(str, spws)),
+        flagbackup=flagbackup,
+        chunk_bytes=chunk_bytes,
+        n_threads=threads,
+    )
     return {"time_s": time.perf_counter() - t0, "rows": rep.n_rows, "samples": rep.n_samples}
 
 
@@ -116,24 +134,32 @@ print("RESULT " + json.dumps({"time_s": dt, "peak_rss_mb": resource.getrusage(re
 
 
 def _run_child(args: list[str]) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", *args], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"child {args[0]} failed:\n{proc.stderr[-3000:]}")
     line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def _run_casa(ms: str, tables: list[str], spws: list[int], workdir: str) -> dict:
-    proc = subprocess.run([CASA_PYTHON, "-c", _CASA_SCRIPT, ms, ",".join(tables), ",".join(map(str, spws))],
-                          capture_output=True, text=True, cwd=workdir)
+    proc = subprocess.run(
+        [CASA_PYTHON, "-c", _CASA_SCRIPT, ms, ",".join(tables), ",".join(map(str, spws))],
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"CASA applycal failed:\n{proc.stderr[-3000:]}")
     line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--ms", default=DEFAULT_MS)
     p.add_argument("--casa", action="store_true", help="also time casatasks.applycal")
     p.add_argument("--repeat", type=int, default=2)
@@ -155,17 +181,31 @@ def main() -> int:
     chunk_bytes = int(a.chunk_mb * 2**20)
     copy, tables, spws = _prepare(a.ms)
     size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(copy) for f in fs)
-    print(f"MS {copy}: {size / 1e9:.2f} GB on disk; science spws {spws}; tables {tables}", flush=True)
+    print(
+        f"MS {copy}: {size / 1e9:.2f} GB on disk; science spws {spws}; tables {tables}", flush=True
+    )
     _warm(copy)
     res: dict[str, list[dict]] = {"floor": [], "fastcal": [], "fastcal+backup": [], "casa": []}
     for r in range(a.repeat):
-        res["floor"].append(_run_child(["floor", json.dumps({"ms": copy, "spws": spws, "chunk_bytes": chunk_bytes})]))
+        res["floor"].append(
+            _run_child(
+                ["floor", json.dumps({"ms": copy, "spws": spws, "chunk_bytes": chunk_bytes})]
+            )
+        )
         print("floor", res["floor"][-1], flush=True)
-        kw = {"ms": copy, "tables": tables, "spws": spws, "chunk_bytes": chunk_bytes, "threads": a.threads}
+        kw = {
+            "ms": copy,
+            "tables": tables,
+            "spws": spws,
+            "chunk_bytes": chunk_bytes,
+            "threads": a.threads,
+        }
         res["fastcal"].append(_run_child(["fastcal", json.dumps({**kw, "flagbackup": False})]))
         print("fastcal", res["fastcal"][-1], flush=True)
         if r == 0:
-            res["fastcal+backup"].append(_run_child(["fastcal", json.dumps({**kw, "flagbackup": True})]))
+            res["fastcal+backup"].append(
+                _run_child(["fastcal", json.dumps({**kw, "flagbackup": True})])
+            )
             print("fastcal+backup", res["fastcal+backup"][-1], flush=True)
             shutil.rmtree(copy + ".flagversions", ignore_errors=True)
         if a.casa and r == 0:
@@ -175,10 +215,14 @@ def main() -> int:
     floor = best["floor"]["time_s"]
     print("\nresults (best of runs):")
     for k, v in best.items():
-        print(f"  {k:15s} {v['time_s']:8.2f} s  ratio to floor {v['time_s'] / floor:5.2f}  "
-              f"peak RSS {v['peak_rss_mb']:7.0f} MB")
+        print(
+            f"  {k:15s} {v['time_s']:8.2f} s  ratio to floor {v['time_s'] / floor:5.2f}  "
+            f"peak RSS {v['peak_rss_mb']:7.0f} MB"
+        )
     if "casa" in best:
-        print(f"  speed-up over CASA applycal: {best['casa']['time_s'] / best['fastcal']['time_s']:.2f}x")
+        print(
+            f"  speed-up over CASA applycal: {best['casa']['time_s'] / best['fastcal']['time_s']:.2f}x"
+        )
     return 0
 
 

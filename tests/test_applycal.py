@@ -14,7 +14,7 @@ import pytest
 
 from fastcal.apply import add_cli_arguments, applycal, run_from_args
 from fastcal.caltable import CalTable
-from fastcal.errors import ApplyError, CalTableError, MSError, ParameterError, UnsupportedError
+from fastcal.errors import CalTableError, MSError, ParameterError
 from fastcal.flagversions import list_flag_versions, restore_flags
 
 
@@ -25,15 +25,33 @@ def sim(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("apply")
     path = d / "obs.ms"
-    truth = simulate(path, config=SimConfig.tiny(seed=7).replace(tsys=False, wvr=False, dry_residual=False))
+    truth = simulate(
+        path, config=SimConfig.tiny(seed=7).replace(tsys=False, wvr=False, dry_residual=False)
+    )
     sci = [int(s) for s in truth.science_spw_ids]
-    g = CalTable.from_solutions("G Jones", {s: truth.gains[:, :, i, :][:, :, None, :] for i, s in enumerate(sci)},
-                                times=truth.time, ms=path)
-    b = CalTable.from_solutions("B Jones", {s: truth.bandpass[i][None] for i, s in enumerate(sci)},
-                                times=truth.time[:1], ms=path)
-    k = CalTable.from_solutions("K Jones", {s: -truth.delays_ns[None, :, None, :] for s in sci},
-                                times=truth.time[:1], ms=path)
-    tables = {"G": str(g.write(d / "obs.G")), "B": str(b.write(d / "obs.B")), "K": str(k.write(d / "obs.K"))}
+    g = CalTable.from_solutions(
+        "G Jones",
+        {s: truth.gains[:, :, i, :][:, :, None, :] for i, s in enumerate(sci)},
+        times=truth.time,
+        ms=path,
+    )
+    b = CalTable.from_solutions(
+        "B Jones",
+        {s: truth.bandpass[i][None] for i, s in enumerate(sci)},
+        times=truth.time[:1],
+        ms=path,
+    )
+    k = CalTable.from_solutions(
+        "K Jones",
+        {s: -truth.delays_ns[None, :, None, :] for s in sci},
+        times=truth.time[:1],
+        ms=path,
+    )
+    tables = {
+        "G": str(g.write(d / "obs.G")),
+        "B": str(b.write(d / "obs.B")),
+        "K": str(k.write(d / "obs.K")),
+    }
     return path, truth, sci, tables
 
 
@@ -60,20 +78,29 @@ def _others(ms, spws):
 
 
 def _model(truth, field_id, freq):
-    return truth.field_flux_jy[field_id][:, None] * (freq[None, :] / truth.flux_ref_freq_hz) ** truth.field_spix[field_id][:, None]
+    return (
+        truth.field_flux_jy[field_id][:, None]
+        * (freq[None, :] / truth.flux_ref_freq_hz) ** truth.field_spix[field_id][:, None]
+    )
 
 
 def test_true_gains_recover_the_model_within_the_noise(sim, copy_ms):
     path, truth, sci, tabs = sim
     ms = copy_ms(path)
     data_before = _cols(ms, "DATA")["DATA"]
-    rep = applycal(ms, [tabs["G"], tabs["B"], tabs["K"]], interp=["linear", "nearest", "nearest"],
-                   spw=",".join(map(str, sci)))
+    rep = applycal(
+        ms,
+        [tabs["G"], tabs["B"], tabs["K"]],
+        interp=["linear", "nearest", "nearest"],
+        spw=",".join(map(str, sci)),
+    )
     assert rep.n_newly_flagged == 0 and rep.flag_version == "applycal_1"
     assert set(rep.columns_written) >= {"CORRECTED_DATA", "FLAG", "WEIGHT"}
     np.testing.assert_array_equal(_cols(ms, "DATA")["DATA"], data_before)  # data is sacred
     for s in sci:
-        c = _cols(ms, "CORRECTED_DATA", "WEIGHT", "SIGMA", "FIELD_ID", "ANTENNA1", "ANTENNA2", spws=[s])
+        c = _cols(
+            ms, "CORRECTED_DATA", "WEIGHT", "SIGMA", "FIELD_ID", "ANTENNA1", "ANTENNA2", spws=[s]
+        )
         cross = c["ANTENNA1"] != c["ANTENNA2"]
         freq = truth.science_chan_freq[truth.science_index(s)]
         model = _model(truth, c["FIELD_ID"][cross], freq)
@@ -107,8 +134,13 @@ def _flagged_g(path, truth, sci, bad_ant):
     flag = {s: np.zeros((truth.time.size, len(truth.antenna_names), 1, 2), bool) for s in sci}
     for s in sci:
         flag[s][:, bad_ant] = True
-    return CalTable.from_solutions("G Jones", {s: truth.gains[:, :, i, :][:, :, None, :] for i, s in enumerate(sci)},
-                                   times=truth.time, ms=path, flag=flag)
+    return CalTable.from_solutions(
+        "G Jones",
+        {s: truth.gains[:, :, i, :][:, :, None, :] for i, s in enumerate(sci)},
+        times=truth.time,
+        ms=path,
+        flag=flag,
+    )
 
 
 def test_flagged_solutions_flag_data_and_backup_restores(sim, copy_ms):
@@ -197,18 +229,30 @@ def test_not_a_caltable_and_unsupported_type(sim, copy_ms, tmp_path):
 def test_missing_spw_and_far_times(sim, copy_ms):
     path, truth, sci, tabs = sim
     ms = copy_ms(path)
-    g1 = CalTable.from_solutions("G Jones", {sci[0]: truth.gains[:, :, 0, :][:, :, None, :]}, times=truth.time, ms=path)
+    g1 = CalTable.from_solutions(
+        "G Jones", {sci[0]: truth.gains[:, :, 0, :][:, :, None, :]}, times=truth.time, ms=path
+    )
     with pytest.raises(CalTableError, match=f"no solutions for spw {sci[1]}.*no spwmap given"):
         applycal(ms, [g1], spw=",".join(map(str, sci)))
-    far = CalTable.from_solutions("G Jones", {s: truth.gains[:1, :, 0, :][:, :, None, :] for s in sci},
-                                  times=truth.time[:1] + 5 * 86400.0, ms=path)
+    far = CalTable.from_solutions(
+        "G Jones",
+        {s: truth.gains[:1, :, 0, :][:, :, None, :] for s in sci},
+        times=truth.time[:1] + 5 * 86400.0,
+        ms=path,
+    )
     with pytest.raises(CalTableError, match="no solutions near the data"):
         applycal(ms, [far], spw=",".join(map(str, sci)))
     with pytest.raises(ParameterError, match="gaintable is empty"):
         applycal(ms, [])
     _untouched(ms)
     # with a spwmap it works
-    rep = applycal(ms, [g1], spw=",".join(map(str, sci)), spwmap=[[0] * sci[0] + [sci[0], sci[0]]], flagbackup=False)
+    rep = applycal(
+        ms,
+        [g1],
+        spw=",".join(map(str, sci)),
+        spwmap=[[0] * sci[0] + [sci[0], sci[0]]],
+        flagbackup=False,
+    )
     assert rep.n_rows > 0
 
 
@@ -236,22 +280,47 @@ def test_cli(sim, copy_ms, capsys):
     ms = copy_ms(path)
     p = argparse.ArgumentParser()
     add_cli_arguments(p)
-    args = p.parse_args([str(ms), "--gaintable", tabs["G"], tabs["B"], "--interp", "linear", "nearest",
-                         "--spw", ",".join(map(str, sci)), "--calwt", "true", "false", "--no-flagbackup"])
+    args = p.parse_args(
+        [
+            str(ms),
+            "--gaintable",
+            tabs["G"],
+            tabs["B"],
+            "--interp",
+            "linear",
+            "nearest",
+            "--spw",
+            ",".join(map(str, sci)),
+            "--calwt",
+            "true",
+            "false",
+            "--no-flagbackup",
+        ]
+    )
     assert run_from_args(args) == 0
     assert "CORRECTED_DATA" in capsys.readouterr().out
     args = p.parse_args([str(ms), "--gaintable", str(path)])
     assert run_from_args(args) == 2
-    assert "not a calibration table" in capsys.readouterr().out
+    assert "not a calibration table" in capsys.readouterr().err
 
 
 def test_antpos_table_removes_a_simulated_position_error(tmp_path):
     from fastcal.simulate import SimConfig, simulate
 
     path = tmp_path / "ap.ms"
-    truth = simulate(path, config=SimConfig.tiny(seed=5).replace(
-        tsys=False, wvr=False, dry_residual=False, noise=False, gains=False, bandpass=False, delays=False,
-        antpos_error_m=0.003))
+    truth = simulate(
+        path,
+        config=SimConfig.tiny(seed=5).replace(
+            tsys=False,
+            wvr=False,
+            dry_residual=False,
+            noise=False,
+            gains=False,
+            bandpass=False,
+            delays=False,
+            antpos_error_m=0.003,
+        ),
+    )
     sci = [int(s) for s in truth.science_spw_ids]
     off = truth.antpos_offsets[None, :, None, :]
     tab = CalTable.from_solutions("KAntPos Jones", {0: off}, times=np.array([0.0]), ms=path)
@@ -260,7 +329,32 @@ def test_antpos_table_removes_a_simulated_position_error(tmp_path):
     for s in sci:
         c = _cols(path, "DATA", "CORRECTED_DATA", "FIELD_ID", "ANTENNA1", "ANTENNA2", spws=[s])
         cross = c["ANTENNA1"] != c["ANTENNA2"]
-        model = _model(truth, c["FIELD_ID"][cross], truth.science_chan_freq[truth.science_index(s)])[:, :, None]
+        model = _model(
+            truth, c["FIELD_ID"][cross], truth.science_chan_freq[truth.science_index(s)]
+        )[:, :, None]
         before = np.abs(np.angle(c["DATA"][cross][:, :, [0, -1]] / model)).max()
         after = np.abs(np.angle(c["CORRECTED_DATA"][cross][:, :, [0, -1]] / model)).max()
         assert before > 0.1 and after < 1e-3, (before, after)
+
+
+def test_spectral_weights_are_calibrated_per_channel(tmp_path):
+    from fastcal.simulate import SimConfig, simulate
+
+    path = tmp_path / "ws.ms"
+    truth = simulate(path, config=SimConfig.tiny(seed=9).replace(
+        tsys=False, wvr=False, dry_residual=False, delays=False, weight_spectrum=True))
+    sci = [int(s) for s in truth.science_spw_ids]
+    g = CalTable.from_solutions("G Jones", {s: truth.gains[:, :, i, :][:, :, None, :] for i, s in enumerate(sci)},
+                                times=truth.time, ms=path)
+    b = CalTable.from_solutions("B Jones", {s: truth.bandpass[i][None] for i, s in enumerate(sci)},
+                                times=truth.time[:1], ms=path)
+    rep = applycal(path, [g, b], interp=["nearest", "nearest"], spw=",".join(map(str, sci)), flagbackup=False)
+    assert "WEIGHT_SPECTRUM" in rep.columns_written
+    for i, s in enumerate(sci):
+        c = _cols(path, "WEIGHT_SPECTRUM", "SIGMA", "WEIGHT", "TIME", "ANTENNA1", "ANTENNA2", spws=[s])
+        ti = truth.time_index(c["TIME"])
+        gp = truth.gains[ti, c["ANTENNA1"], i][:, None, :] * truth.bandpass[i][c["ANTENNA1"]]
+        gq = truth.gains[ti, c["ANTENNA2"], i][:, None, :] * truth.bandpass[i][c["ANTENNA2"]]
+        expect = np.abs(gp * gq) ** 2 / c["SIGMA"][:, None, [0, -1]] ** 2
+        np.testing.assert_allclose(c["WEIGHT_SPECTRUM"][:, :, [0, -1]], expect, rtol=1e-4)
+        np.testing.assert_allclose(c["WEIGHT"], np.median(c["WEIGHT_SPECTRUM"], axis=1), rtol=1e-6)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from casa_helpers import run_casa, skip_without_casa
+
 from fastcal.apply import applycal
 from fastcal.caltable import CalTable
 
@@ -32,18 +32,45 @@ def scenario(tmp_path_factory):
     for s in sci:
         gflag[s][1, 2, 0, 0] = True
     tabs = {}
-    tabs["G"] = str(CalTable.from_solutions("G Jones", g, times=truth.time[every], ms=path, flag=gflag).write(d / "p.G"))
+    tabs["G"] = str(
+        CalTable.from_solutions("G Jones", g, times=truth.time[every], ms=path, flag=gflag).write(
+            d / "p.G"
+        )
+    )
     bflag = {s: np.zeros((1, n_ant, truth.bandpass.shape[2], 2), bool) for s in sci}
     for s in sci:
         bflag[s][0, 1, 5, :] = True
-    tabs["B"] = str(CalTable.from_solutions("B Jones", {s: truth.bandpass[i][None] for i, s in enumerate(sci)},
-                                            times=truth.time[:1], ms=path, flag=bflag).write(d / "p.B"))
-    tabs["K"] = str(CalTable.from_solutions("K Jones", {s: -truth.delays_ns[None, :, None, :] for s in sci},
-                                            times=truth.time[:1], ms=path).write(d / "p.K"))
-    t_par = (np.abs(truth.gains[every, :, 0, :1]) * np.exp(1j * np.angle(truth.gains[every, :, 0, :1])))[:, :, None, :]
-    tabs["T"] = str(CalTable.from_solutions("T Jones", {sci[0]: t_par}, times=truth.time[every], ms=path).write(d / "p.T"))
+    tabs["B"] = str(
+        CalTable.from_solutions(
+            "B Jones",
+            {s: truth.bandpass[i][None] for i, s in enumerate(sci)},
+            times=truth.time[:1],
+            ms=path,
+            flag=bflag,
+        ).write(d / "p.B")
+    )
+    tabs["K"] = str(
+        CalTable.from_solutions(
+            "K Jones",
+            {s: -truth.delays_ns[None, :, None, :] for s in sci},
+            times=truth.time[:1],
+            ms=path,
+        ).write(d / "p.K")
+    )
+    t_par = (
+        np.abs(truth.gains[every, :, 0, :1]) * np.exp(1j * np.angle(truth.gains[every, :, 0, :1]))
+    )[:, :, None, :]
+    tabs["T"] = str(
+        CalTable.from_solutions("T Jones", {sci[0]: t_par}, times=truth.time[every], ms=path).write(
+            d / "p.T"
+        )
+    )
     tsys = {int(b): truth.syscal_tsys[:, k] for k, b in enumerate(truth.tsys_spw_ids)}
-    tabs["TSYS"] = str(CalTable.from_solutions("B TSYS", tsys, times=truth.syscal_time, ms=path).write(d / "p.tsys"))
+    tabs["TSYS"] = str(
+        CalTable.from_solutions("B TSYS", tsys, times=truth.syscal_time, ms=path).write(
+            d / "p.tsys"
+        )
+    )
     n_spw = max(sci) + 1
     pd_map = list(range(n_spw))
     for s in sci:
@@ -52,11 +79,19 @@ def scenario(tmp_path_factory):
     for i, s in enumerate(sci):
         tsys_map[s] = int(truth.science_tsys_spw[i])
     cases = {
-        "gbk": dict(gaintable=[tabs["G"], tabs["B"], tabs["K"]], interp=["linear", "nearest,linear", "nearest"],
-                    spwmap=[], calwt=[True, True, False]),
+        "gbk": dict(
+            gaintable=[tabs["G"], tabs["B"], tabs["K"]],
+            interp=["linear", "nearest,linear", "nearest"],
+            spwmap=[],
+            calwt=[True, True, False],
+        ),
         "pd": dict(gaintable=[tabs["T"]], interp=["linearPD"], spwmap=[pd_map], calwt=[True]),
-        "tsys": dict(gaintable=[tabs["TSYS"], tabs["G"]], interp=["linear,linear", "nearest"],
-                     spwmap=[tsys_map, []], calwt=[True, True]),
+        "tsys": dict(
+            gaintable=[tabs["TSYS"], tabs["G"]],
+            interp=["linear,linear", "nearest"],
+            spwmap=[tsys_map, []],
+            calwt=[True, True],
+        ),
     }
     spw = ",".join(map(str, sci))
     import shutil
@@ -69,9 +104,11 @@ def scenario(tmp_path_factory):
         applycal(mine, spw=spw, flagbackup=False, **kw)
         results[name] = (mine, theirs, kw)
     script = "from casatasks import applycal\n"
-    for name, (mine, theirs, kw) in results.items():
-        script += (f"applycal(vis={str(theirs)!r}, spw={spw!r}, flagbackup=False, gaintable={kw['gaintable']!r}, "
-                   f"interp={kw['interp']!r}, spwmap={kw['spwmap']!r}, calwt={kw['calwt']!r})\n")
+    for _mine, theirs, kw in results.values():
+        script += (
+            f"applycal(vis={str(theirs)!r}, spw={spw!r}, flagbackup=False, gaintable={kw['gaintable']!r}, "
+            f"interp={kw['interp']!r}, spwmap={kw['spwmap']!r}, calwt={kw['calwt']!r})\n"
+        )
     script += "emit({'ok': True})\n"
     run_casa(script, cwd=d)
     return results, sci
@@ -98,5 +135,9 @@ def test_matches_casa_applycal(scenario, case):
         assert ok.mean() > 0.5
         diff = np.abs(a["CORRECTED_DATA"][ok] - b["CORRECTED_DATA"][ok])
         scale = np.abs(b["CORRECTED_DATA"][ok]).max()
-        assert diff.max() <= RTOL * scale, f"{case} spw {s}: max |diff| {diff.max():.3g} vs scale {scale:.3g}"
-        np.testing.assert_allclose(a["WEIGHT"], b["WEIGHT"], rtol=RTOL, err_msg=f"{case} spw {s} WEIGHT")
+        assert diff.max() <= RTOL * scale, (
+            f"{case} spw {s}: max |diff| {diff.max():.3g} vs scale {scale:.3g}"
+        )
+        np.testing.assert_allclose(
+            a["WEIGHT"], b["WEIGHT"], rtol=RTOL, err_msg=f"{case} spw {s} WEIGHT"
+        )

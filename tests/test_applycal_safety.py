@@ -32,8 +32,13 @@ def setup(tmp_path_factory):
     flag = {s: np.zeros((truth.time.size, len(truth.antenna_names), 1, 2), bool) for s in sci}
     for s in sci:
         flag[s][::3, 1] = True  # some flagged solutions, so FLAG changes
-    g = CalTable.from_solutions("G Jones", {s: truth.gains[:, :, i, :][:, :, None, :] for i, s in enumerate(sci)},
-                                times=truth.time, ms=path, flag=flag)
+    g = CalTable.from_solutions(
+        "G Jones",
+        {s: truth.gains[:, :, i, :][:, :, None, :] for i, s in enumerate(sci)},
+        times=truth.time,
+        ms=path,
+        flag=flag,
+    )
     gpath = str(g.write(d / "s.G"))
     return path, sci, gpath
 
@@ -43,7 +48,9 @@ def _snapshot(ms, spws):
     with ct.table(str(ms), ack=False) as t:
         for s in spws:
             q = t.query(f"DATA_DESC_ID == {s}")
-            for c in ("DATA", "FLAG", "WEIGHT") + (("CORRECTED_DATA",) if "CORRECTED_DATA" in t.colnames() else ()):
+            for c in ("DATA", "FLAG", "WEIGHT") + (
+                ("CORRECTED_DATA",) if "CORRECTED_DATA" in t.colnames() else ()
+            ):
                 out[(c, s)] = q.getcol(c)
             q.close()
     return out
@@ -62,15 +69,27 @@ _SCRIPT = textwrap.dedent("""
             t0 = time.time()
             while not os.path.exists(gate) and time.time() - t0 < 60:
                 time.sleep(0.05)
-    applycal(ms, [table], spw=spw, chunk_bytes=%d, n_threads=1, progress=progress)
+    applycal(ms, [table], spw=spw, chunk_bytes=CHUNK_BYTES, n_threads=1, progress=progress)
     print("DONE", flush=True)
-""" % CHUNK_BYTES)
+""").replace("CHUNK_BYTES, n_threads=1", str(CHUNK_BYTES) + ", n_threads=1")
 
 
 def _start(ms, gpath, sci, delay, gate=""):
-    return subprocess.Popen([sys.executable, "-c", _SCRIPT, str(ms), gpath, ",".join(map(str, sci)), str(delay),
-                             str(gate)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _SCRIPT,
+            str(ms),
+            gpath,
+            ",".join(map(str, sci)),
+            str(delay),
+            str(gate),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for_block(proc, n):
@@ -141,7 +160,9 @@ def test_second_writer_fails_clearly_and_does_not_interleave(setup, copy_ms):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert [v.name for v in list_flag_versions(ms)] == ["applycal_1"]  # the second writer wrote nothing
+    assert [v.name for v in list_flag_versions(ms)] == [
+        "applycal_1"
+    ]  # the second writer wrote nothing
     got = _snapshot(ms, sci)
     for key, value in expected.items():
         np.testing.assert_array_equal(got[key], value, err_msg=str(key))

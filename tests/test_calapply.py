@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from fastcal.apply import add_cli_arguments, applycal, run_from_args
-from fastcal.calapply import ApplycalCall, format_calapply, parse_calapply, read_calapply, write_calapply
+from fastcal.calapply import (
+    ApplycalCall,
+    format_calapply,
+    parse_calapply,
+    read_calapply,
+    write_calapply,
+)
 from fastcal.caltable import CalTable
 from fastcal.errors import CalTableError, ParameterError
 
@@ -29,22 +35,30 @@ def test_parse_pipeline_lines():
     assert a.antenna == "0~11,13~14&" and len(a.gaintable) == 2 and a.gainfield == ["0", ""]
     assert a.spwmap[0][17] == 9 and a.spwmap[1] == [] and a.calwt == [True, False]
     assert a.interp == ["linear,linear", "linear,linearflag"] and a.line == 2
-    assert b.gainfield == ["nearest"] and b.spwmap == [] and b.extra == {"parang": False} and b.line == 4
+    assert (
+        b.gainfield == ["nearest"]
+        and b.spwmap == []
+        and b.extra == {"parang": False}
+        and b.line == 4
+    )
     again = parse_calapply(format_calapply(calls))  # the writer round-trips
     assert [vars(x) | {"line": 0} for x in again] == [vars(x) | {"line": 0} for x in calls]
 
 
-@pytest.mark.parametrize("line,match", [
-    ("applycal(vis=__import__('os').system('rm -rf /'))", "not a literal"),
-    ("applycal(vis='a', gaintable=[open('x').read()])", "not a literal"),
-    ("exec('print(1)')", "expected a line 'applycal"),
-    ("applycal('a.ms', gaintable=['t'])", "key=value"),
-    ("applycal(vis='a', gaintable=['t'], frobnicate=1)", "unknown applycal keyword"),
-    ("applycal(vis='a', gaintable=[])", "gaintable is empty"),
-    ("applycal(vis='a', gaintable=['t'], calwt='yes')", "calwt="),
-    ("applycal(vis='a', gaintable=['t'], spwmap=[['x']])", "spwmap entry"),
-    ("applycal(vis='a', gaintable=['t']", "unterminated"),
-])
+@pytest.mark.parametrize(
+    "line,match",
+    [
+        ("applycal(vis=__import__('os').system('rm -rf /'))", "not a literal"),
+        ("applycal(vis='a', gaintable=[open('x').read()])", "not a literal"),
+        ("exec('print(1)')", "expected a line 'applycal"),
+        ("applycal('a.ms', gaintable=['t'])", "key=value"),
+        ("applycal(vis='a', gaintable=['t'], frobnicate=1)", "unknown applycal keyword"),
+        ("applycal(vis='a', gaintable=[])", "gaintable is empty"),
+        ("applycal(vis='a', gaintable=['t'], calwt='yes')", "calwt="),
+        ("applycal(vis='a', gaintable=['t'], spwmap=[['x']])", "spwmap entry"),
+        ("applycal(vis='a', gaintable=['t']", "unterminated"),
+    ],
+)
 def test_unsafe_or_malformed_lines_are_rejected(line, match):
     with pytest.raises(ParameterError, match=match):
         parse_calapply("# Apply file for a\n" + line + "\n", "f.txt")
@@ -53,16 +67,42 @@ def test_unsafe_or_malformed_lines_are_rejected(line, match):
 def test_apply_calapply_file_equals_direct_applycal(tiny_ms, copy_ms, tmp_path):
     path, truth = tiny_ms
     sci = [int(s) for s in truth.science_spw_ids]
-    g = CalTable.from_solutions("G Jones", {s: truth.gains[:, :, i, :][:, :, None, :] for i, s in enumerate(sci)},
-                                times=truth.time, ms=path)
+    g = CalTable.from_solutions(
+        "G Jones",
+        {s: truth.gains[:, :, i, :][:, :, None, :] for i, s in enumerate(sci)},
+        times=truth.time,
+        ms=path,
+    )
     g.write(tmp_path / "obs.G")
     bp = tmp_path / "obs.B"
-    CalTable.from_solutions("B Jones", {s: truth.bandpass[i][None] for i, s in enumerate(sci)},
-                            times=truth.time[:1], ms=path).write(bp)
-    calls = [ApplycalCall(vis=path.name, field="0", spw=",".join(map(str, sci)), gaintable=["obs.G", "obs.B"],
-                          gainfield=["", ""], interp=["linear", "nearest"], spwmap=[[], []], calwt=[True, True]),
-             ApplycalCall(vis=path.name, field="1,2", spw=",".join(map(str, sci)), gaintable=["obs.G"],
-                          gainfield=["0"], interp=["linear"], spwmap=[[]], calwt=[False])]
+    CalTable.from_solutions(
+        "B Jones",
+        {s: truth.bandpass[i][None] for i, s in enumerate(sci)},
+        times=truth.time[:1],
+        ms=path,
+    ).write(bp)
+    calls = [
+        ApplycalCall(
+            vis=path.name,
+            field="0",
+            spw=",".join(map(str, sci)),
+            gaintable=["obs.G", "obs.B"],
+            gainfield=["", ""],
+            interp=["linear", "nearest"],
+            spwmap=[[], []],
+            calwt=[True, True],
+        ),
+        ApplycalCall(
+            vis=path.name,
+            field="1,2",
+            spw=",".join(map(str, sci)),
+            gaintable=["obs.G"],
+            gainfield=["0"],
+            interp=["linear"],
+            spwmap=[[]],
+            calwt=[False],
+        ),
+    ]
     txt = write_calapply(tmp_path / "obs.calapply.txt", calls)
     assert read_calapply(txt)[1].gainfield == ["0"]
     a = copy_ms(path, "a.ms")
@@ -70,8 +110,21 @@ def test_apply_calapply_file_equals_direct_applycal(tiny_ms, copy_ms, tmp_path):
     add_cli_arguments(p)
     assert run_from_args(p.parse_args([str(a), "--calapply", txt])) == 0
     b = copy_ms(path, "b.ms")
-    applycal(b, [str(tmp_path / "obs.G"), str(bp)], field="0", spw=",".join(map(str, sci)), interp=["linear", "nearest"])
-    applycal(b, [str(tmp_path / "obs.G")], field="1,2", spw=",".join(map(str, sci)), gainfield=["0"], calwt=False)
+    applycal(
+        b,
+        [str(tmp_path / "obs.G"), str(bp)],
+        field="0",
+        spw=",".join(map(str, sci)),
+        interp=["linear", "nearest"],
+    )
+    applycal(
+        b,
+        [str(tmp_path / "obs.G")],
+        field="1,2",
+        spw=",".join(map(str, sci)),
+        gainfield=["0"],
+        calwt=False,
+    )
     for s in sci:
         with ct.table(str(a), ack=False) as ta, ct.table(str(b), ack=False) as tb:
             qa, qb = ta.query(f"DATA_DESC_ID == {s}"), tb.query(f"DATA_DESC_ID == {s}")
@@ -84,11 +137,17 @@ def test_apply_calapply_file_equals_direct_applycal(tiny_ms, copy_ms, tmp_path):
 def test_calapply_validates_every_line_before_writing(tiny_ms, copy_ms, tmp_path):
     path, truth = tiny_ms
     sci = [int(s) for s in truth.science_spw_ids]
-    g = CalTable.from_solutions("G Jones", {s: truth.gains[:, :, i, :][:, :, None, :] for i, s in enumerate(sci)},
-                                times=truth.time, ms=path)
+    g = CalTable.from_solutions(
+        "G Jones",
+        {s: truth.gains[:, :, i, :][:, :, None, :] for i, s in enumerate(sci)},
+        times=truth.time,
+        ms=path,
+    )
     g.write(tmp_path / "obs.G")
-    calls = [ApplycalCall(field="0", spw=str(sci[0]), gaintable=["obs.G"]),
-             ApplycalCall(field="1", spw=str(sci[0]), gaintable=["missing.tbl"])]
+    calls = [
+        ApplycalCall(field="0", spw=str(sci[0]), gaintable=["obs.G"]),
+        ApplycalCall(field="1", spw=str(sci[0]), gaintable=["missing.tbl"]),
+    ]
     txt = write_calapply(tmp_path / "bad.calapply.txt", calls, vis="x.ms")
     ms = copy_ms(path)
     with pytest.raises(CalTableError):

@@ -49,16 +49,19 @@ def test_save_list_restore_roundtrip(tiny_ms, copy_ms):
     assert changed[0].sum() > 0 and changed[1].sum() == 3
     second = save_flags(ms, "after_edit", comment="three rows flagged")
     versions = list_flag_versions(ms)
-    assert [(v.name, v.comment) for v in versions] == [("applycal_1", "before"), ("after_edit", "three rows flagged")]
+    assert [(v.name, v.comment) for v in versions] == [
+        ("applycal_1", "before"),
+        ("after_edit", "three rows flagged"),
+    ]
     with open(os.path.join(flagversions_dir(ms), "FLAG_VERSION_LIST")) as f:
         assert f.read().splitlines() == ["applycal_1 : before", "after_edit : three rows flagged"]
     with ct.table(versions[0].path, ack=False) as t:  # CASA layout: FLAG and FLAG_ROW per row
         assert {"FLAG", "FLAG_ROW"} <= set(t.colnames())
     restore_flags(ms, "applycal_1")
-    for a, b in zip(_flags(ms), original):
+    for a, b in zip(_flags(ms), original, strict=False):
         np.testing.assert_array_equal(a, b)
     restore_flags(ms, second)
-    for a, b in zip(_flags(ms), changed):
+    for a, b in zip(_flags(ms), changed, strict=False):
         np.testing.assert_array_equal(a, b)
     delete_flag_version(ms, "applycal_1")
     assert [v.name for v in list_flag_versions(ms)] == ["after_edit"]

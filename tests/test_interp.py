@@ -30,18 +30,37 @@ def _sci(truth):
     return [int(s) for s in truth.science_spw_ids]
 
 
-def _g_table(ms_path, info, spw, times, gains, flag=None, field_id=0, vis_cal="G Jones", obs_id=0, **kw):
+def _g_table(
+    ms_path, info, spw, times, gains, flag=None, field_id=0, vis_cal="G Jones", obs_id=0, **kw
+):
     """gains: (n_time, n_ant, n_par) complex."""
     g = np.asarray(gains)[:, :, None, :]
     fl = None if flag is None else {spw: np.asarray(flag)[:, :, None, :]}
-    return CalTable.from_solutions(vis_cal, {spw: g}, times=np.asarray(times, float), ms=ms_path, flag=fl,
-                                   field_id=field_id, obs_id=obs_id, **kw)
+    return CalTable.from_solutions(
+        vis_cal,
+        {spw: g},
+        times=np.asarray(times, float),
+        ms=ms_path,
+        flag=fl,
+        field_id=field_id,
+        obs_id=obs_id,
+        **kw,
+    )
 
 
 def _jones(specs, info, spw, times, freq=None, field_id=0, obs=0):
     freq = info.spws[spw].chan_freq if freq is None else np.asarray(freq, float)
-    return chunk_jones(specs, info, spw_id=spw, field_id=field_id, scan=1, observation_id=obs,
-                       times=np.asarray(times, float), chan_freq=freq, n_ant=len(info.antennas))
+    return chunk_jones(
+        specs,
+        info,
+        spw_id=spw,
+        field_id=field_id,
+        scan=1,
+        observation_id=obs,
+        times=np.asarray(times, float),
+        chan_freq=freq,
+        n_ant=len(info.antennas),
+    )
 
 
 # ----------------------------------------------------------------------------- parse_interp
@@ -61,8 +80,10 @@ def test_parse_interp_rejects_garbage(bad):
         parse_interp(bad)
 
 
-@pytest.mark.parametrize("bad,vis_cal", [("linear,cubic", "B Jones"), ("linear,linearflagrel", "B Jones"),
-                                          ("linearPD", "B Jones")])
+@pytest.mark.parametrize(
+    "bad,vis_cal",
+    [("linear,cubic", "B Jones"), ("linear,linearflagrel", "B Jones"), ("linearPD", "B Jones")],
+)
 def test_parse_interp_unsupported(bad, vis_cal):
     with pytest.raises(UnsupportedError, match="interp="):
         parse_interp(bad, vis_cal)
@@ -100,11 +121,16 @@ def test_nearest_ties_to_earlier_and_flags_follow_the_chosen_solution(ms):
     flag = np.zeros((2, n_ant, 2), bool)
     flag[1, 2, :] = True
     tab = _g_table(path, info, spw, [t0, t0 + 10], g, flag=flag)
-    cj = _jones(prepare_gaintables(info, [tab], interp="nearest"), info, spw, [t0 + 4, t0 + 5, t0 + 6])
+    cj = _jones(
+        prepare_gaintables(info, [tab], interp="nearest"), info, spw, [t0 + 4, t0 + 5, t0 + 6]
+    )
     np.testing.assert_allclose(cj.jones[:, 0, 0, 0].real, [1, 1, 3])
     assert cj.flag[:, 2, 0, 0].tolist() == [False, False, True]
     lin = _jones(prepare_gaintables(info, [tab], interp="linear"), info, spw, [t0 + 4, t0])
-    assert lin.flag[:, 2, 0, 0].tolist() == [True, False]  # bracketing flagged -> flagged; exact -> own
+    assert lin.flag[:, 2, 0, 0].tolist() == [
+        True,
+        False,
+    ]  # bracketing flagged -> flagged; exact -> own
     assert not lin.flag[:, 0].any()
 
 
@@ -133,14 +159,39 @@ def test_perobs_does_not_cross_observation_boundary(ms):
     t0 = float(truth.time[0])
     a = _g_table(path, info, spw, [t0], np.full((1, n_ant, 2), 2.0 + 0j), obs_id=0)
     b = _g_table(path, info, spw, [t0 + 100], np.full((1, n_ant, 2), 4.0 + 0j), obs_id=1)
-    tab = CalTable(**{k: (np.concatenate([getattr(a, k), getattr(b, k)]) if isinstance(getattr(a, k), np.ndarray)
-                          else getattr(a, k)) for k in ("vis_cal", "time", "interval", "field_id", "spw_id",
-                                                         "antenna1", "antenna2", "scan", "obs_id", "params",
-                                                         "paramerr", "snr", "flag")},
-                   chan_freq=a.chan_freq, chan_width=a.chan_width, subtables=None, ms_path=str(path))
+    tab = CalTable(
+        **{
+            k: (
+                np.concatenate([getattr(a, k), getattr(b, k)])
+                if isinstance(getattr(a, k), np.ndarray)
+                else getattr(a, k)
+            )
+            for k in (
+                "vis_cal",
+                "time",
+                "interval",
+                "field_id",
+                "spw_id",
+                "antenna1",
+                "antenna2",
+                "scan",
+                "obs_id",
+                "params",
+                "paramerr",
+                "snr",
+                "flag",
+            )
+        },
+        chan_freq=a.chan_freq,
+        chan_width=a.chan_width,
+        subtables=None,
+        ms_path=str(path),
+    )
     both = _jones(prepare_gaintables(info, [tab], interp="linear"), info, spw, [t0 + 50])
     np.testing.assert_allclose(both.jones[0, 0, 0, 0].real, 3.0, rtol=1e-6)
-    per = _jones(prepare_gaintables(info, [tab], interp="linearperobs"), info, spw, [t0 + 50], obs=0)
+    per = _jones(
+        prepare_gaintables(info, [tab], interp="linearperobs"), info, spw, [t0 + 50], obs=0
+    )
     np.testing.assert_allclose(per.jones[0, 0, 0, 0].real, 2.0, rtol=1e-6)
 
 
@@ -149,11 +200,19 @@ def test_perobs_does_not_cross_observation_boundary(ms):
 
 def _b_table(path, info, spw, values, flags, freq):
     n_ant = len(info.antennas)
-    v = np.broadcast_to(np.asarray(values)[None, None, :, None], (1, n_ant, len(values), 2)).astype(complex)
+    v = np.broadcast_to(np.asarray(values)[None, None, :, None], (1, n_ant, len(values), 2)).astype(
+        complex
+    )
     f = np.broadcast_to(np.asarray(flags)[None, None, :, None], v.shape)
-    return CalTable.from_solutions("B Jones", {spw: v}, times=np.array([0.0]), ms=path, flag={spw: f},
-                                   chan_freq={spw: np.asarray(freq, float)},
-                                   chan_width={spw: np.full(len(freq), 1e6)})
+    return CalTable.from_solutions(
+        "B Jones",
+        {spw: v},
+        times=np.array([0.0]),
+        ms=path,
+        flag={spw: f},
+        chan_freq={spw: np.asarray(freq, float)},
+        chan_width={spw: np.full(len(freq), 1e6)},
+    )
 
 
 def test_frequency_linear_skips_flagged_channels_and_uses_edges(ms):
@@ -162,12 +221,30 @@ def test_frequency_linear_skips_flagged_channels_and_uses_edges(ms):
     fin = np.array([100.0, 101.0, 102.0, 103.0]) * 1e6 + info.spws[spw].chan_freq[0]
     tab = _b_table(path, info, spw, [1.0, 9.0, 3.0, 4.0], [False, True, False, False], fin)
     fout = np.array([fin[0] - 5e5, fin[0] + 5e5, fin[2] + 5e5, fin[3] + 1e6])
-    cj = _jones(prepare_gaintables(info, [tab], interp="nearest,linear"), info, spw, [truth.time[0]], freq=fout)
+    cj = _jones(
+        prepare_gaintables(info, [tab], interp="nearest,linear"),
+        info,
+        spw,
+        [truth.time[0]],
+        freq=fout,
+    )
     np.testing.assert_allclose(cj.jones[0, 0, :, 0].real, [1.0, 1.5, 3.5, 4.0], rtol=1e-6)
     assert not cj.flag.any()
-    fl = _jones(prepare_gaintables(info, [tab], interp="nearest,linearflag"), info, spw, [truth.time[0]], freq=fout)
+    fl = _jones(
+        prepare_gaintables(info, [tab], interp="nearest,linearflag"),
+        info,
+        spw,
+        [truth.time[0]],
+        freq=fout,
+    )
     assert fl.flag[0, 0, :, 0].tolist() == [True, True, False, False]
-    nn = _jones(prepare_gaintables(info, [tab], interp="nearest,nearest"), info, spw, [truth.time[0]], freq=fout)
+    nn = _jones(
+        prepare_gaintables(info, [tab], interp="nearest,nearest"),
+        info,
+        spw,
+        [truth.time[0]],
+        freq=fout,
+    )
     np.testing.assert_allclose(nn.jones[0, 0, :, 0].real, [1.0, 1.0, 3.0, 4.0], rtol=1e-6)
 
 
@@ -201,7 +278,9 @@ def test_delay_phase_about_the_centre_channel(ms):
     old.casa_version = None  # a pre-5.3 CASA table: reference = the spw's REF_FREQUENCY
     cj_old = _jones(prepare_gaintables(info, [old], interp="nearest"), info, spw, [truth.time[0]])
     ref = info.spws[spw].ref_freq
-    np.testing.assert_allclose(cj_old.jones[0, 1, :, 0], np.exp(2j * np.pi * 0.5e-9 * (freq - ref)), atol=1e-4)
+    np.testing.assert_allclose(
+        cj_old.jones[0, 1, :, 0], np.exp(2j * np.pi * 0.5e-9 * (freq - ref)), atol=1e-4
+    )
 
 
 def test_tsys_is_inverse_sqrt_with_mean_weight_scale(ms):
@@ -209,13 +288,19 @@ def test_tsys_is_inverse_sqrt_with_mean_weight_scale(ms):
     spw = _sci(truth)[0]
     n_ant = len(info.antennas)
     freq = info.spws[spw].chan_freq
-    tsys = np.broadcast_to(np.linspace(50, 150, freq.size)[None, None, :, None], (1, n_ant, freq.size, 2)).copy()
+    tsys = np.broadcast_to(
+        np.linspace(50, 150, freq.size)[None, None, :, None], (1, n_ant, freq.size, 2)
+    ).copy()
     flag = np.zeros_like(tsys, bool)
     flag[0, :, 0, :] = True  # excluded from the mean
     tsys[0, :, 0, :] = 1e6
-    tab = CalTable.from_solutions("B TSYS", {spw: tsys}, times=np.array([truth.time[0]]), ms=path, flag={spw: flag})
+    tab = CalTable.from_solutions(
+        "B TSYS", {spw: tsys}, times=np.array([truth.time[0]]), ms=path, flag={spw: flag}
+    )
     cj = _jones(prepare_gaintables(info, [tab], calwt=True), info, spw, [truth.time[0]])
-    np.testing.assert_allclose(cj.jones[0, 0, 1:, 0].real, 1 / np.sqrt(tsys[0, 0, 1:, 0]), rtol=1e-6)
+    np.testing.assert_allclose(
+        cj.jones[0, 0, 1:, 0].real, 1 / np.sqrt(tsys[0, 0, 1:, 0]), rtol=1e-6
+    )
     np.testing.assert_allclose(cj.wscale[0, 0, 1:, 0], 1 / tsys[0, 0, 1:, 0], rtol=1e-5)
     # channel 0 is flagged but linear frequency interpolation fills it from its neighbour (CASA)
     assert not cj.flag.any()
@@ -236,7 +321,9 @@ def test_antpos_delay_follows_source_direction(ms):
     s = source_direction_itrf(times, fld.ra_rad, fld.dec_rad)
     tau = s @ off[0, 2, 0] / SPEED_OF_LIGHT
     freq = info.spws[spw].chan_freq
-    np.testing.assert_allclose(np.angle(cj.jones[:, 2, 5, 0]), np.angle(np.exp(2j * np.pi * tau * freq[5])), atol=1e-4)
+    np.testing.assert_allclose(
+        np.angle(cj.jones[:, 2, 5, 0]), np.angle(np.exp(2j * np.pi * tau * freq[5])), atol=1e-4
+    )
     np.testing.assert_allclose(np.abs(cj.jones), 1.0, rtol=1e-6)
     assert 0 <= gmst_rad(times).min() and gmst_rad(times).max() < 2 * np.pi
 
@@ -249,7 +336,10 @@ def test_order_product_and_weight_scale_only_from_calwt_tables(ms):
     g = _g_table(path, info, spw, t, np.full((1, n_ant, 2), 2.0 + 0j))
     tt = _g_table(path, info, spw, t, np.full((1, n_ant, 1), 1j * 3.0), vis_cal="T Jones")
     specs = prepare_gaintables(info, [tt, g], calwt=[False, True])
-    assert [s.vis_cal for s in specs] == ["G Jones", "T Jones"] and [s.index for s in specs] == [1, 0]
+    assert [s.vis_cal for s in specs] == ["G Jones", "T Jones"] and [s.index for s in specs] == [
+        1,
+        0,
+    ]
     cj = _jones(specs, info, spw, t)
     np.testing.assert_allclose(cj.jones[0, :, 0, :], 6j, rtol=1e-6)
     np.testing.assert_allclose(cj.wscale, 4.0, rtol=1e-6)
@@ -278,17 +368,39 @@ def test_gainfield_selection_and_nearest(ms):
     t = float(truth.time[0])
     a = _g_table(path, info, spw, [t], np.full((1, n_ant, 2), 2.0 + 0j), field_id=0)
     b = _g_table(path, info, spw, [t + 1], np.full((1, n_ant, 2), 5.0 + 0j), field_id=1)
-    keys = ("vis_cal", "time", "interval", "field_id", "spw_id", "antenna1", "antenna2", "scan", "obs_id", "params",
-            "paramerr", "snr", "flag")
-    tab = CalTable(**{k: np.concatenate([getattr(a, k), getattr(b, k)]) if k != "vis_cal" else a.vis_cal
-                      for k in keys}, chan_freq=a.chan_freq, chan_width=a.chan_width, ms_path=str(path))
+    keys = (
+        "vis_cal",
+        "time",
+        "interval",
+        "field_id",
+        "spw_id",
+        "antenna1",
+        "antenna2",
+        "scan",
+        "obs_id",
+        "params",
+        "paramerr",
+        "snr",
+        "flag",
+    )
+    tab = CalTable(
+        **{
+            k: np.concatenate([getattr(a, k), getattr(b, k)]) if k != "vis_cal" else a.vis_cal
+            for k in keys
+        },
+        chan_freq=a.chan_freq,
+        chan_width=a.chan_width,
+        ms_path=str(path),
+    )
     name1 = info.fields[1].name
     cj = _jones(prepare_gaintables(info, [tab], gainfield=[name1]), info, spw, [t], field_id=2)
     np.testing.assert_allclose(cj.jones[0, 0, 0, 0].real, 5.0)
     # target (field 2) is 4.6 deg from the phase calibrator (field 1): nearest picks field 1
     near = _jones(prepare_gaintables(info, [tab], gainfield="nearest"), info, spw, [t], field_id=2)
     np.testing.assert_allclose(near.jones[0, 0, 0, 0].real, 5.0)
-    own = _jones(prepare_gaintables(info, [tab], gainfield="nearest"), info, spw, [t + 1], field_id=0)
+    own = _jones(
+        prepare_gaintables(info, [tab], gainfield="nearest"), info, spw, [t + 1], field_id=0
+    )
     np.testing.assert_allclose(own.jones[0, 0, 0, 0].real, 2.0)
     with pytest.raises(ParameterError, match="no field matches 'NOPE'"):
         prepare_gaintables(info, [tab], gainfield=["NOPE"])

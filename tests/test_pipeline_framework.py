@@ -271,8 +271,9 @@ def test_package_calapply_and_theoretical_rms(tiny_ms, copy_ms, tmp_path):
     kws = [{k.arg: ast.literal_eval(k.value) for k in c.keywords} for c in calls]
     assert kws and all(k["gaintable"] == ["a.ms.tsys.tbl"] and k["interp"] == ["linear,linear"] for k in kws)
     info = open_ms(a)
-    intents = {k["intent"] for k in kws}
+    intents = [i for k in kws for i in k["intent"].split(",")]
     assert "OBSERVE_TARGET#ON_SOURCE" in intents and "CALIBRATE_PHASE#ON_SOURCE" in intents
+    assert len(intents) == len(set(intents)) and len({k["field"] for k in kws}) == len(kws)
     rows = theoretical_rms_table(ctx)
     assert {r["spw"] for r in rows} == set(ctx.science_spws)
     for r in rows:
@@ -327,18 +328,79 @@ class _Flagger(Stage):
         return StageResult(self.name, qa=[QAScore("new", n, 1.0 if n == 0 else 0.5, f"{n} new")])
 
 
-def test_loop_stage_stops_when_no_new_flags(tiny_ms, tmp_path):
+def test_loop_stage_stops_when_no_new_flags(tiny_ms, copy_ms, tmp_path):
     from fastcal.pipeline import LoopStage
 
+    ms = copy_ms(tiny_ms[0])  # the loop backs up (and on re-runs restores) the flags
+
     loop = LoopStage("calflag", "loop", [_Flagger([5, 2, 0, 7])], max_rounds=5)
-    res = run(tiny_ms[0], str(tmp_path / "l"), recipe=[loop])
+    res = run(ms, str(tmp_path / "l"), recipe=[loop])
     out = res.results[0].outputs
     assert [r["new_flags"] for r in out["rounds"]] == [5, 2, 0] and out["converged"]
     capped = LoopStage("calflag", "loop", [_Flagger([5, 2, 0])], max_rounds=2)
-    out = run(tiny_ms[0], str(tmp_path / "m"), recipe=[capped]).results[0].outputs
+    out = run(ms, str(tmp_path / "m"), recipe=[capped]).results[0].outputs
     assert [r["new_flags"] for r in out["rounds"]] == [5, 2] and not out["converged"]
     body = LoopStage("calflag", "loop", [PlaceholderStage("rederive", "re-solve")])
-    r = run(tiny_ms[0], str(tmp_path / "n"), recipe=[body]).results[0]
+    r = run(ms, str(tmp_path / "n"), recipe=[body]).results[0]
     assert r.status == "not_implemented" and "rederive" in r.messages[0]
     with pytest.raises(ParameterError, match="max_rounds=0"):
         LoopStage("x", "x", [_Flagger([])], max_rounds=0)
+
+
+def test_tsys_and_wvr_stages_register_tables(tiny_ms, copy_ms, tmp_path):
+    from fastcal.ms import open_ms
+
+    a = copy_ms(tiny_ms[0], "a.ms")
+    ctx = run(a, str(tmp_path / "o"), stages=["importdata", "tsys", "wvr"]).context
+    info = open_ms(a)
+    tsys = ctx.callib.get("tsys")
+    assert os.path.isdir(tsys.path) and tsys.calwt and tsys.interp == "linear,linear"
+    for s in ctx.science_spws:  # each science spw maps to the Tsys spw of its baseband
+        t = tsys.spwmap[s]
+        assert t in ctx.tsys_spws and info.spws[t].baseband == info.spws[s].baseband
+    wvr = ctx.results["wvr"]["outputs"]
+    assert wvr["applied"] == (wvr["improvement"] > 1.0)
+    names = [e.name for e in ctx.callib]
+    assert ("wvr" in names) == wvr["applied"]
+    if wvr["applied"]:
+        assert ctx.callib.get("wvr").interp == "nearest" and not ctx.callib.get("wvr").calwt
+    args = ctx.tables(*names)
+    assert args["gaintable"] == [e.path for e in ctx.callib]
+    with pytest.raises(ParameterError, match="no caltable 'bandpass' registered"):
+        ctx.tables("bandpass")
+
+
+def test_tsys_and_wvr_skip_without_inputs(tiny_ms, copy_ms, tmp_path):
+    from fastcal.pipeline.stages.wvr import WvrStage
+
+    a = copy_ms(tiny_ms[0], "a.ms")
+    with ct.table(os.path.join(str(a), "SYSCAL"), readonly=False, ack=False) as t:
+        t.removerows(list(range(t.nrows())))
+    ctx = run(a, str(tmp_path / "o"), stages=["importdata", "tsys"]).context
+    assert ctx.results["tsys"]["status"] == "skipped" and "no SYSCAL" in ctx.results["tsys"]["messages"][0]
+    assert any("no SYSCAL" in m for m in ctx.results["importdata"]["messages"])
+    ctx.wvr_spws = []
+    r = WvrStage().run(ctx)
+    assert r.status == "skipped" and "no WVR" in r.messages[0]
+
+
+def test_setjy_stage_manual_models(tiny_ms, copy_ms, tmp_path):
+    from fastcal.flux import virtual_model
+    from fastcal.ms import open_ms
+    from fastcal.pipeline.stages.setjy import parse_setjy_option
+
+    a = copy_ms(tiny_ms[0], "a.ms")
+    ctx = run(a, str(tmp_path / "o"), stages=["importdata", "setjy"]).context
+    r = ctx.results["setjy"]
+    assert r["qa"][0]["colour"] == "red" and "1 Jy default" in r["messages"][0]
+    bp = ctx.roles["flux"][0]
+    entry = parse_setjy_option(f"{bp}:2.5:-0.7:230GHz")
+    assert entry == {"field": bp, "fluxdensity": 2.5, "spix": [-0.7], "reffreq": "230GHz"}
+    ctx = run(a, str(tmp_path / "o"), stages=["setjy"], options={"setjy_models": [entry]}).context
+    assert ctx.results["setjy"]["qa"][0]["score"] == 1.0
+    info = open_ms(a)
+    model = virtual_model(info, info.field_names.index(bp))
+    spec = model.spectrum(np.array([230e9, 2 * 230e9]), (9, 12))
+    np.testing.assert_allclose(spec[:, 0], [2.5, 2.5 * 2 ** -0.7], rtol=1e-6)
+    with pytest.raises(ParameterError, match="FIELD:I"):
+        parse_setjy_option("J1924")

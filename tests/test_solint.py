@@ -108,3 +108,22 @@ def test_flex_refant_continuity_and_strict():
     f2 = flag.copy()
     used = apply_flex_refant(g.copy(), f2, RefantPlan((0,), (0, 3, 1, 2, 4), "strict"))
     assert used.tolist() == [0, 0, -1, -1] and f2[2:].all() and not f2[:2].any()
+
+
+def test_parse_refant_and_rank(tiny_ms):
+    from fastcal.errors import SelectionError
+    from fastcal.ms import open_ms
+    from fastcal.refant import parse_refant, rank_refants
+
+    info = open_ms(tiny_ms[0])
+    names = info.antenna_names
+    plan = parse_refant(info, f"{names[2]},1")
+    assert plan.user == (2, 1) and sorted(plan.choices) == list(range(len(names)))
+    pos = np.array([a.position for a in info.antennas])
+    d = np.linalg.norm(pos[list(plan.choices[2:])] - pos[1], axis=1)
+    assert np.all(np.diff(d) >= 0)  # others by distance from the last user refant
+    with pytest.raises(SelectionError, match="'XX' is not an antenna"):
+        parse_refant(info, "XX")
+    ranked = rank_refants(info, flagged_fraction=[1.0] + [0.0] * (len(names) - 1))
+    assert sorted(ranked) == sorted(names) and ranked[-1] == names[0]  # fully flagged: last
+    assert rank_refants(info, n=2) == rank_refants(info)[:2]

@@ -47,6 +47,15 @@ _LAZY = {
     "CalTable": "fastcal.caltable",
     "read_caltable": "fastcal.caltable",
     "as_caltable": "fastcal.caltable",
+    # solvers and applycal
+    "solve_gains": "fastcal.solve",
+    "solve_bandpass": "fastcal.solve",
+    "solve_delays": "fastcal.solve",
+    "load_calibrator": "fastcal.solve",
+    "VisCache": "fastcal.solve",
+    "rank_refants": "fastcal.refant",
+    "applycal": "fastcal.apply",
+    "ApplyReport": "fastcal.apply",
     # prior calibrations
     "tsys_table": "fastcal.tsys",
     "tsys_spwmap": "fastcal.tsys",

@@ -32,11 +32,12 @@ import contextlib
 import fcntl
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import casacore.tables as ct
@@ -77,7 +78,16 @@ APPLYMODES: dict[str, int] = {
 FLUSH_EVERY_BYTES = 512 * 2**20
 
 #: Correlation code (casacore Stokes enum) -> receptors (a, b).
-_CORR_RECEPTORS = {5: (0, 0), 6: (0, 1), 7: (1, 0), 8: (1, 1), 9: (0, 0), 10: (0, 1), 11: (1, 0), 12: (1, 1)}
+_CORR_RECEPTORS = {
+    5: (0, 0),
+    6: (0, 1),
+    7: (1, 0),
+    8: (1, 1),
+    9: (0, 0),
+    10: (0, 1),
+    11: (1, 0),
+    12: (1, 1),
+}
 
 
 @dataclass
@@ -136,14 +146,18 @@ class ApplyReport:
     def summary(self) -> str:
         lines = [f"applycal {self.vis} (applymode={self.applymode or 'calflag'}):"]
         lines += [f"  {t}" for t in self.tables]
-        lines.append(f"  {self.n_rows} rows, {self.n_chunks} chunks, {self.n_samples} samples; "
-                     f"flagged before {self.n_flagged_before}, newly flagged {self.n_newly_flagged}, "
-                     f"uncalibrated {self.n_uncalibrated}; flagged fraction {self.flagged_fraction:.4f}")
+        lines.append(
+            f"  {self.n_rows} rows, {self.n_chunks} chunks, {self.n_samples} samples; "
+            f"flagged before {self.n_flagged_before}, newly flagged {self.n_newly_flagged}, "
+            f"uncalibrated {self.n_uncalibrated}; flagged fraction {self.flagged_fraction:.4f}"
+        )
         if self.flag_version:
             lines.append(f"  flag backup: {self.flag_version}")
         if self.skipped_spws:
             lines.append(f"  spws without solutions left untouched: {list(self.skipped_spws)}")
-        lines.append(f"  wrote {', '.join(self.columns_written) or 'nothing'} in {self.elapsed_s:.2f} s")
+        lines.append(
+            f"  wrote {', '.join(self.columns_written) or 'nothing'} in {self.elapsed_s:.2f} s"
+        )
         return "\n".join(lines)
 
 
@@ -163,7 +177,7 @@ def _runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
     cut = np.flatnonzero(np.diff(rows) != 1) + 1
     first = np.concatenate(([0], cut))
     last = np.concatenate((cut, [rows.size]))
-    return [(int(a), int(rows[a]), int(b - a)) for a, b in zip(first, last)]
+    return [(int(a), int(rows[a]), int(b - a)) for a, b in zip(first, last, strict=False)]
 
 
 class _SigmaReader:
@@ -175,28 +189,33 @@ class _SigmaReader:
         with self.lock:
             self.t = ct.table(path, readonly=True, ack=False, lockoptions="autonoread")
             names = self.t.colnames()
-            self.has_sigsp = ("SIGMA_SPECTRUM" in names and self.t.nrows() > 0
-                              and bool(self.t.iscelldefined("SIGMA_SPECTRUM", 0)))
+            self.has_sigsp = (
+                "SIGMA_SPECTRUM" in names
+                and self.t.nrows() > 0
+                and bool(self.t.iscelldefined("SIGMA_SPECTRUM", 0))
+            )
 
     def close(self) -> None:
         with self.lock:
             self.t.close()
 
-    def weights(self, rows: np.ndarray, chan: np.ndarray, nchan_spw: int, ncorr: int, spectral: bool) -> np.ndarray:
+    def weights(
+        self, rows: np.ndarray, chan: np.ndarray, nchan_spw: int, ncorr: int, spectral: bool
+    ) -> np.ndarray:
         """1/sigma^2 (0 where sigma <= 0): (n_row, n_chan or 1, n_corr) float32."""
         n = rows.size
         if spectral and self.has_sigsp:
             sig = np.empty((n, nchan_spw, ncorr), np.float32)
             with self.lock:
                 for off, start, k in _runs(rows):
-                    self.t.getcolnp("SIGMA_SPECTRUM", sig[off: off + k], start, k)
+                    self.t.getcolnp("SIGMA_SPECTRUM", sig[off : off + k], start, k)
             if chan.size != nchan_spw:
                 sig = sig[:, chan]
         else:
             sig = np.empty((n, ncorr), np.float32)
             with self.lock:
                 for off, start, k in _runs(rows):
-                    self.t.getcolnp("SIGMA", sig[off: off + k], start, k)
+                    self.t.getcolnp("SIGMA", sig[off : off + k], start, k)
             sig = sig[:, None, :]
             if spectral:
                 sig = np.repeat(sig, chan.size, axis=1)
@@ -231,8 +250,10 @@ class _WriteLock:
         except OSError:
             pass
         who = f" (process {holder})" if holder else ""
-        return ApplyError(f"{self.path} is being written by another process{who}: {why}; wait for it to "
-                          f"finish and run applycal again")
+        return ApplyError(
+            f"{self.path} is being written by another process{who}: {why}; wait for it to "
+            f"finish and run applycal again"
+        )
 
     def __enter__(self) -> _WriteLock:
         lock_path = os.path.join(self.path, self.LOCK_NAME)
@@ -265,17 +286,31 @@ class _WriteLock:
 
 def _check_writable(info: MSInfo) -> None:
     if not (os.access(info.path, os.W_OK) and ct.tableiswritable(info.path)):
-        raise MSError(f"{info.path} is read-only (no write permission); applycal writes CORRECTED_DATA, FLAG "
-                      f"and WEIGHT - copy the MS or change its permissions (or use applymode='trial')")
+        raise MSError(
+            f"{info.path} is read-only (no write permission); applycal writes CORRECTED_DATA, FLAG "
+            f"and WEIGHT - copy the MS or change its permissions (or use applymode='trial')"
+        )
 
 
-def _default_spw_filter(info: MSInfo, chunks: list[Chunk], specs_probe: Callable[[int], bool]) -> tuple[list[Chunk], tuple[int, ...]]:
+def _default_spw_filter(
+    info: MSInfo, chunks: list[Chunk], specs_probe: Callable[[int], bool]
+) -> tuple[list[Chunk], tuple[int, ...]]:
     """With spw='': leave out WVR / Tsys-only spws the tables cannot calibrate."""
     roles = info.spw_roles
-    skip = sorted({c.spw_id for c in chunks if roles.get(c.spw_id) in ("wvr", "tsys") and not specs_probe(c.spw_id)})
+    skip = sorted(
+        {
+            c.spw_id
+            for c in chunks
+            if roles.get(c.spw_id) in ("wvr", "tsys") and not specs_probe(c.spw_id)
+        }
+    )
     if skip:
-        logger.info("spw='' : spws %s (%s) have no solutions in the tables and are left untouched; select "
-                    "them explicitly to get an error instead", skip, ", ".join(roles[s] for s in skip))
+        logger.info(
+            "spw='' : spws %s (%s) have no solutions in the tables and are left untouched; select "
+            "them explicitly to get an error instead",
+            skip,
+            ", ".join(roles[s] for s in skip),
+        )
     return [c for c in chunks if c.spw_id not in skip], tuple(skip)
 
 
@@ -353,73 +388,141 @@ def applycal(
     t0 = time.perf_counter()
     if callib is not None:
         if gaintable or gainfield or interp or spwmap:
-            raise ParameterError("give either callib= (a calapply.txt file) or gaintable= and its per-table "
-                                 "arguments, not both")
+            raise ParameterError(
+                "give either callib= (a calapply.txt file) or gaintable= and its per-table "
+                "arguments, not both"
+            )
         from fastcal.calapply import apply_calapply
 
-        reports = apply_calapply(vis, callib, applymode=applymode, flagbackup=flagbackup, chunk_bytes=chunk_bytes,
-                                 n_threads=n_threads)
+        reports = apply_calapply(
+            vis,
+            callib,
+            applymode=applymode,
+            flagbackup=flagbackup,
+            chunk_bytes=chunk_bytes,
+            n_threads=n_threads,
+        )
         return _merge_reports(reports, time.perf_counter() - t0)
     mode_key = str(applymode or "").strip().lower()
     if mode_key not in APPLYMODES:
-        raise ParameterError(f"applymode={applymode!r} is not valid; valid: {', '.join(repr(k) for k in APPLYMODES if k)}")
+        raise ParameterError(
+            f"applymode={applymode!r} is not valid; valid: {', '.join(repr(k) for k in APPLYMODES if k)}"
+        )
     mode = APPLYMODES[mode_key]
     if gaintable is None or (not isinstance(gaintable, (str, os.PathLike)) and len(gaintable) == 0):
-        raise ParameterError("gaintable is empty; valid: one or more calibration tables (or callib=)")
-    if chunk_bytes is not None and (not isinstance(chunk_bytes, (int, np.integer)) or chunk_bytes < 1):
+        raise ParameterError(
+            "gaintable is empty; valid: one or more calibration tables (or callib=)"
+        )
+    if chunk_bytes is not None and (
+        not isinstance(chunk_bytes, (int, np.integer)) or chunk_bytes < 1
+    ):
         raise ParameterError(f"chunk_bytes={chunk_bytes!r} is invalid; valid: a positive integer")
     info = open_ms(vis)
     if mode != MODE_TRIAL:
         _check_writable(info)
-    sel = parse_selection(info, field=field or None, spw=spw or None, scan=scan or None, intent=intent or None,
-                          antenna=antenna or None, timerange=timerange or None)
+    sel = parse_selection(
+        info,
+        field=field or None,
+        spw=spw or None,
+        scan=scan or None,
+        intent=intent or None,
+        antenna=antenna or None,
+        timerange=timerange or None,
+    )
     writes_data = mode in (MODE_CALFLAG, MODE_CALONLY)
     read_cols = ("DATA", "FLAG") if writes_data else ("FLAG",)
     specs = prepare_gaintables(info, gaintable, gainfield, interp, spwmap, calwt)
     lock = _WriteLock(info.path) if mode != MODE_TRIAL else contextlib.nullcontext()
     with lock:
-        return _applycal_locked(info, sel, specs, mode, mode_key, read_cols, writes_data, spw, flagbackup,
-                                chunk_bytes, n_threads, progress, t0)
+        return _applycal_locked(
+            info,
+            sel,
+            specs,
+            mode,
+            mode_key,
+            read_cols,
+            writes_data,
+            spw,
+            flagbackup,
+            chunk_bytes,
+            n_threads,
+            progress,
+            t0,
+        )
 
 
-def _applycal_locked(info: MSInfo, sel: Any, specs: list[ApplySpec], mode: int, mode_key: str,
-                     read_cols: tuple[str, ...], writes_data: bool, spw: str, flagbackup: bool,
-                     chunk_bytes: int | None, n_threads: int | None,
-                     progress: Callable[[int, int], None] | None, t0: float) -> ApplyReport:
-    chunks = read_chunks(info, read_cols, selection=sel, chunk_bytes=int(chunk_bytes or DEFAULT_CHUNK_BYTES))
+def _applycal_locked(
+    info: MSInfo,
+    sel: Any,
+    specs: list[ApplySpec],
+    mode: int,
+    mode_key: str,
+    read_cols: tuple[str, ...],
+    writes_data: bool,
+    spw: str,
+    flagbackup: bool,
+    chunk_bytes: int | None,
+    n_threads: int | None,
+    progress: Callable[[int, int], None] | None,
+    t0: float,
+) -> ApplyReport:
+    chunks = read_chunks(
+        info, read_cols, selection=sel, chunk_bytes=int(chunk_bytes or DEFAULT_CHUNK_BYTES)
+    )
     skipped: tuple[int, ...] = ()
     if not spw:
         chunks, skipped = _default_spw_filter(info, chunks, lambda s: _all_have_spw(specs, s))
         if not chunks:
-            raise SelectionError(f"no spw of {info.path} has solutions in the tables; spws skipped: {list(skipped)}")
+            raise SelectionError(
+                f"no spw of {info.path} has solutions in the tables; spws skipped: {list(skipped)}"
+            )
     for c in chunks:
         _corr_receptors(info, c.pol_id)
-        check_coverage(specs, info, spw_id=c.spw_id, field_id=c.field_id, observation_id=c.observation_id,
-                       times=np.array([c.time[0], c.time[-1]]))
+        check_coverage(
+            specs,
+            info,
+            spw_id=c.spw_id,
+            field_id=c.field_id,
+            observation_id=c.observation_id,
+            times=np.array([c.time[0], c.time[-1]]),
+        )
     calwt_any = any(s.calwt for s in specs) and writes_data
-    report = ApplyReport(vis=info.path, applymode=mode_key or "calflag", tables=[s.describe() for s in specs],
-                         n_chunks=len(chunks), skipped_spws=skipped)
+    report = ApplyReport(
+        vis=info.path,
+        applymode=mode_key or "calflag",
+        tables=[s.describe() for s in specs],
+        n_chunks=len(chunks),
+        skipped_spws=skipped,
+    )
     if mode == MODE_TRIAL:
         _run(info, chunks, specs, mode, False, report, None, n_threads, progress)
         report.elapsed_s = time.perf_counter() - t0
         logger.info("%s", report.summary())
         return report
     if flagbackup and mode in (MODE_CALFLAG, MODE_FLAGONLY):
-        report.flag_version = save_flags(info, comment="fastcal applycal: flags before applying "
-                                               + ", ".join(s.name for s in specs))
+        report.flag_version = save_flags(
+            info,
+            comment="fastcal applycal: flags before applying " + ", ".join(s.name for s in specs),
+        )
     if writes_data:
         ensure_column(info, "CORRECTED_DATA")
     with ChunkWriter(info) as writer:
         _run(info, chunks, specs, mode, calwt_any, report, writer, n_threads, progress)
-    cols = (["CORRECTED_DATA"] if writes_data else []) + (["FLAG", "FLAG_ROW"] if mode != MODE_CALONLY else [])
+    cols = (["CORRECTED_DATA"] if writes_data else []) + (
+        ["FLAG", "FLAG_ROW"] if mode != MODE_CALONLY else []
+    )
     if calwt_any:
         cols.append("WEIGHT")
         if info.has_weight_spectrum:
             cols.append("WEIGHT_SPECTRUM")
     report.columns_written = tuple(cols)
     if report.n_uncalibrated:
-        logger.warning("applycal calonly: %d unflagged samples of %s have flagged solutions and were left "
-                       "uncalibrated (not flagged)", report.n_uncalibrated, info.path)
+        logger.warning(
+            "applycal calonly: %d unflagged samples of %s have flagged solutions and were left "
+            "uncalibrated (not flagged)",
+            report.n_uncalibrated,
+            info.path,
+        )
     report.elapsed_s = time.perf_counter() - t0
     logger.info("%s", report.summary())
     return report
@@ -440,8 +543,15 @@ def _merge_reports(reports: list[ApplyReport], elapsed: float) -> ApplyReport:
     out = ApplyReport(vis=reports[0].vis, applymode=reports[0].applymode, tables=[])
     for r in reports:
         out.tables += r.tables
-        for k in ("n_rows", "n_chunks", "n_blocks", "n_samples", "n_flagged_before", "n_newly_flagged",
-                  "n_uncalibrated"):
+        for k in (
+            "n_rows",
+            "n_chunks",
+            "n_blocks",
+            "n_samples",
+            "n_flagged_before",
+            "n_newly_flagged",
+            "n_uncalibrated",
+        ):
             setattr(out, k, getattr(out, k) + getattr(r, k))
         out.flag_version = out.flag_version or r.flag_version
         out.columns_written = tuple(dict.fromkeys(out.columns_written + r.columns_written))
@@ -449,9 +559,17 @@ def _merge_reports(reports: list[ApplyReport], elapsed: float) -> ApplyReport:
     return out
 
 
-def _run(info: MSInfo, chunks: list[Chunk], specs: list[ApplySpec], mode: int, calwt: bool,
-         report: ApplyReport, writer: ChunkWriter | None, n_threads: int | None,
-         progress: Callable[[int, int], None] | None) -> None:
+def _run(
+    info: MSInfo,
+    chunks: list[Chunk],
+    specs: list[ApplySpec],
+    mode: int,
+    calwt: bool,
+    report: ApplyReport,
+    writer: ChunkWriter | None,
+    n_threads: int | None,
+    progress: Callable[[int, int], None] | None,
+) -> None:
     """Process every block with a bounded thread pool; writes are serialised by `writer`."""
     jobs = [(c, i) for c in chunks for i in range(c.n_blocks)]
     total = len(jobs)
@@ -520,8 +638,16 @@ def _flush(writer: ChunkWriter) -> None:
             t.unlock()
 
 
-def _process_block(info: MSInfo, chunk: Chunk, i: int, specs: list[ApplySpec], mode: int, calwt: bool,
-                   sigma: _SigmaReader | None, n_ant: int) -> dict:
+def _process_block(
+    info: MSInfo,
+    chunk: Chunk,
+    i: int,
+    specs: list[ApplySpec],
+    mode: int,
+    calwt: bool,
+    sigma: _SigmaReader | None,
+    n_ant: int,
+) -> dict:
     sl = chunk.block_slice(i)
     writes_data = mode in (MODE_CALFLAG, MODE_CALONLY)
     cols = read_block(chunk, i, ("DATA", "FLAG") if writes_data else ("FLAG",))
@@ -529,8 +655,17 @@ def _process_block(info: MSInfo, chunk: Chunk, i: int, specs: list[ApplySpec], m
     data = cols["DATA"] if writes_data else np.empty((0, 0, 0), np.complex64)
     rows = chunk.rows[sl]
     ut, tidx = np.unique(chunk.time[sl], return_inverse=True)
-    cj = chunk_jones(specs, info, spw_id=chunk.spw_id, field_id=chunk.field_id, scan=chunk.scan,
-                     observation_id=chunk.observation_id, times=ut, chan_freq=chunk.freq, n_ant=n_ant)
+    cj = chunk_jones(
+        specs,
+        info,
+        spw_id=chunk.spw_id,
+        field_id=chunk.field_id,
+        scan=chunk.scan,
+        observation_id=chunk.observation_id,
+        times=ut,
+        chan_freq=chunk.freq,
+        n_ant=n_ant,
+    )
     spectral = bool(chunk._has_wtsp)
     n_row, n_chan, n_corr = flag.shape
     if calwt:
@@ -545,9 +680,25 @@ def _process_block(info: MSInfo, chunk: Chunk, i: int, specs: list[ApplySpec], m
     # in place: the block's arrays are not used afterwards (saves page faults and bandwidth)
     out_data, out_flag, out_weight = data, flag, weight
     counts = np.zeros(N_COUNTS, np.int64)
-    apply_rows(data, flag, weight, chunk.antenna1[sl].astype(np.int32), chunk.antenna2[sl].astype(np.int32),
-               tidx.astype(np.int64), cj.jones, cj.flag, np.ascontiguousarray(ws), np.ascontiguousarray(wsm),
-               _corr_receptors(info, chunk.pol_id), mode, calwt, out_data, out_flag, out_weight, counts)
+    apply_rows(
+        data,
+        flag,
+        weight,
+        chunk.antenna1[sl].astype(np.int32),
+        chunk.antenna2[sl].astype(np.int32),
+        tidx.astype(np.int64),
+        cj.jones,
+        cj.flag,
+        np.ascontiguousarray(ws),
+        np.ascontiguousarray(wsm),
+        _corr_receptors(info, chunk.pol_id),
+        mode,
+        calwt,
+        out_data,
+        out_flag,
+        out_weight,
+        counts,
+    )
     write = []
     if writes_data:
         write.append(("CORRECTED_DATA", out_data))
@@ -565,18 +716,36 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``fastcal applycal``."""
     parser.add_argument("vis", help="Measurement Set")
     parser.add_argument("--gaintable", nargs="+", default=[], help="calibration tables")
-    parser.add_argument("--gainfield", nargs="+", default=[], help="per table: '' | nearest | field names/ids")
-    parser.add_argument("--interp", nargs="+", default=[], help="per table: linear | nearest | linearPD | "
-                        "'linear,linearflag' ...")
-    parser.add_argument("--spwmap", nargs="+", default=[], metavar="LIST",
-                        help="per table: comma-separated cal spw per MS spw, e.g. 0,0,1,1 ('' = identity)")
+    parser.add_argument(
+        "--gainfield", nargs="+", default=[], help="per table: '' | nearest | field names/ids"
+    )
+    parser.add_argument(
+        "--interp",
+        nargs="+",
+        default=[],
+        help="per table: linear | nearest | linearPD | 'linear,linearflag' ...",
+    )
+    parser.add_argument(
+        "--spwmap",
+        nargs="+",
+        default=[],
+        metavar="LIST",
+        help="per table: comma-separated cal spw per MS spw, e.g. 0,0,1,1 ('' = identity)",
+    )
     parser.add_argument("--calwt", nargs="+", default=["true"], help="per table: true/false")
     parser.add_argument("--applymode", default="calflag", choices=[k for k in APPLYMODES if k])
     for name in ("field", "spw", "intent", "scan", "antenna", "timerange"):
         parser.add_argument(f"--{name}", default="", help=f"{name} selection (CASA syntax)")
-    parser.add_argument("--no-flagbackup", dest="flagbackup", action="store_false", help="do not back up FLAG")
-    parser.add_argument("--calapply", "--callib", dest="callib", default=None,
-                        help="ALMA *.calapply.txt file to apply instead of --gaintable")
+    parser.add_argument(
+        "--no-flagbackup", dest="flagbackup", action="store_false", help="do not back up FLAG"
+    )
+    parser.add_argument(
+        "--calapply",
+        "--callib",
+        dest="callib",
+        default=None,
+        help="ALMA *.calapply.txt file to apply instead of --gaintable",
+    )
     parser.add_argument("--chunk-mb", type=float, default=None, help="block size (MiB)")
     parser.add_argument("--threads", type=int, default=None, help="worker threads")
 
@@ -597,7 +766,9 @@ def _parse_spwmap(items: Sequence[str]) -> list[list[int]]:
         try:
             out.append([int(v) for v in it.split(",") if v.strip()] if it else [])
         except ValueError as exc:
-            raise ParameterError(f"--spwmap {it!r} is invalid; valid: comma-separated integers") from exc
+            raise ParameterError(
+                f"--spwmap {it!r} is invalid; valid: comma-separated integers"
+            ) from exc
     return out
 
 
@@ -624,8 +795,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             n_threads=args.threads,
         )
     except FastcalError as exc:
-        logger.error("%s", exc)
-        print(f"error: {exc}")
+        print(f"fastcal applycal: error: {exc}", file=sys.stderr)
         return 2
     print(report.summary())
     return 0

@@ -17,25 +17,52 @@ calapply file (then the current directory).
 from __future__ import annotations
 
 import ast
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from fastcal.errors import ParameterError
 
-__all__ = ["ApplycalCall", "apply_calapply", "format_calapply", "parse_calapply", "read_calapply", "write_calapply"]
+__all__ = [
+    "ApplycalCall",
+    "apply_calapply",
+    "format_calapply",
+    "parse_calapply",
+    "read_calapply",
+    "write_calapply",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Keywords an applycal line may carry (CASA applycal's parameters).
-KNOWN_KEYS = frozenset({
-    "vis", "field", "spw", "intent", "selectdata", "timerange", "uvrange", "antenna", "scan", "observation",
-    "msselect", "docallib", "callib", "gaintable", "gainfield", "interp", "spwmap", "calwt", "parang",
-    "applymode", "flagbackup",
-})
+KNOWN_KEYS = frozenset(
+    {
+        "vis",
+        "field",
+        "spw",
+        "intent",
+        "selectdata",
+        "timerange",
+        "uvrange",
+        "antenna",
+        "scan",
+        "observation",
+        "msselect",
+        "docallib",
+        "callib",
+        "gaintable",
+        "gainfield",
+        "interp",
+        "spwmap",
+        "calwt",
+        "parang",
+        "applymode",
+        "flagbackup",
+    }
+)
 _SELECTIONS = ("field", "spw", "intent", "antenna", "scan", "timerange")
 
 
@@ -74,15 +101,24 @@ class ApplycalCall:
 
     def to_line(self) -> str:
         """The call as one line of a calapply file (the pipeline's ``as_applycal`` layout)."""
-        parts = [f"vis={self.vis!r}", f"field={self.field!r}", f"intent={self.intent!r}", f"spw={self.spw!r}",
-                 f"antenna={self.antenna!r}"]
+        parts = [
+            f"vis={self.vis!r}",
+            f"field={self.field!r}",
+            f"intent={self.intent!r}",
+            f"spw={self.spw!r}",
+            f"antenna={self.antenna!r}",
+        ]
         if self.scan:
             parts.append(f"scan={self.scan!r}")
         if self.timerange:
             parts.append(f"timerange={self.timerange!r}")
-        parts += [f"gaintable={list(self.gaintable)!r}", f"gainfield={list(self.gainfield)!r}",
-                  f"spwmap={[list(m) for m in self.spwmap]!r}", f"interp={list(self.interp)!r}",
-                  f"calwt={list(self.calwt)!r}"]
+        parts += [
+            f"gaintable={list(self.gaintable)!r}",
+            f"gainfield={list(self.gainfield)!r}",
+            f"spwmap={[list(m) for m in self.spwmap]!r}",
+            f"interp={list(self.interp)!r}",
+            f"calwt={list(self.calwt)!r}",
+        ]
         parts += [f"{k}={v!r}" for k, v in self.extra.items()]
         return f"applycal({', '.join(parts)})"
 
@@ -92,7 +128,9 @@ def _as_str_list(value: Any, key: str, where: str) -> list[str]:
         return [value]
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         return list(value)
-    raise ParameterError(f"{where}: {key}={value!r} is invalid; valid: a string or a list of strings")
+    raise ParameterError(
+        f"{where}: {key}={value!r} is invalid; valid: a string or a list of strings"
+    )
 
 
 def _as_spwmap(value: Any, where: str) -> list[list[int]]:
@@ -102,8 +140,12 @@ def _as_spwmap(value: Any, where: str) -> list[list[int]]:
         return [list(value)] if value else []
     out = []
     for m in value:
-        if not isinstance(m, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in m):
-            raise ParameterError(f"{where}: spwmap entry {m!r} is invalid; valid: a list of integers")
+        if not isinstance(m, (list, tuple)) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in m
+        ):
+            raise ParameterError(
+                f"{where}: spwmap entry {m!r} is invalid; valid: a list of integers"
+            )
         out.append(list(m))
     return out
 
@@ -113,7 +155,9 @@ def _as_bool_list(value: Any, where: str) -> list[bool]:
         return [value]
     if isinstance(value, (list, tuple)) and all(isinstance(v, bool) for v in value):
         return list(value)
-    raise ParameterError(f"{where}: calwt={value!r} is invalid; valid: True/False or a list of them")
+    raise ParameterError(
+        f"{where}: calwt={value!r} is invalid; valid: True/False or a list of them"
+    )
 
 
 def _parse_line(text: str, where: str) -> ApplycalCall:
@@ -122,8 +166,14 @@ def _parse_line(text: str, where: str) -> ApplycalCall:
     except SyntaxError as exc:
         raise ParameterError(f"{where}: not a valid applycal(...) call: {exc.msg}") from exc
     call = tree.body
-    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "applycal"):
-        raise ParameterError(f"{where}: expected a line 'applycal(key=value, ...)', got {text.strip()[:60]!r}")
+    if not (
+        isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Name)
+        and call.func.id == "applycal"
+    ):
+        raise ParameterError(
+            f"{where}: expected a line 'applycal(key=value, ...)', got {text.strip()[:60]!r}"
+        )
     if call.args:
         raise ParameterError(f"{where}: applycal arguments must be given as key=value")
     kw: dict[str, Any] = {}
@@ -133,12 +183,16 @@ def _parse_line(text: str, where: str) -> ApplycalCall:
         try:
             kw[k.arg] = ast.literal_eval(k.value)
         except (ValueError, SyntaxError, TypeError) as exc:
-            raise ParameterError(f"{where}: the value of {k.arg} is not a literal (only strings, numbers, "
-                                 f"booleans and lists are allowed)") from exc
+            raise ParameterError(
+                f"{where}: the value of {k.arg} is not a literal (only strings, numbers, "
+                f"booleans and lists are allowed)"
+            ) from exc
     unknown = sorted(set(kw) - KNOWN_KEYS)
     if unknown:
-        raise ParameterError(f"{where}: unknown applycal keyword(s) {', '.join(unknown)}; valid: "
-                             f"{', '.join(sorted(KNOWN_KEYS))}")
+        raise ParameterError(
+            f"{where}: unknown applycal keyword(s) {', '.join(unknown)}; valid: "
+            f"{', '.join(sorted(KNOWN_KEYS))}"
+        )
     out = ApplycalCall(line=0)
     for key in ("vis",) + _SELECTIONS:
         if key in kw:
@@ -224,9 +278,15 @@ def _resolve(table: str, base: str) -> str:
     return os.path.join(base, table)
 
 
-def apply_calapply(vis: str | os.PathLike, calapply: str | os.PathLike | Sequence[ApplycalCall], *,
-                   applymode: str = "calflag", flagbackup: bool = True, chunk_bytes: int | None = None,
-                   n_threads: int | None = None) -> list:
+def apply_calapply(
+    vis: str | os.PathLike,
+    calapply: str | os.PathLike | Sequence[ApplycalCall],
+    *,
+    applymode: str = "calflag",
+    flagbackup: bool = True,
+    chunk_bytes: int | None = None,
+    n_threads: int | None = None,
+) -> list:
     """Apply every call of a calapply file to `vis` (its own ``vis=`` is only checked by name).
 
     All calls are validated (tables read, spws, fields) before the first one writes, and the
@@ -256,20 +316,44 @@ def apply_calapply(vis: str | os.PathLike, calapply: str | os.PathLike | Sequenc
         if c.vis and os.path.basename(c.vis.rstrip("/")) != name:
             logger.warning("%s:%d is for vis=%r; applying it to %s", src, c.line, c.vis, info.path)
     resolved = [[_resolve(t, base) for t in c.gaintable] for c in calls]
-    for c, tabs in zip(calls, resolved):  # validate everything before writing anything
+    for c, tabs in zip(
+        calls, resolved, strict=False
+    ):  # validate everything before writing anything
         prepare_gaintables(info, tabs, c.gainfield, c.interp, c.spwmap, c.calwt)
     reports = []
     backup_done = not flagbackup
-    if not backup_done and str(applymode).lower() in ("", "calflag", "calflagstrict", "flagonly", "flagonlystrict"):
-        first = save_flags(info, comment=f"fastcal applycal: flags before applying {os.path.basename(src)}")
+    if not backup_done and str(applymode).lower() in (
+        "",
+        "calflag",
+        "calflagstrict",
+        "flagonly",
+        "flagonlystrict",
+    ):
+        first = save_flags(
+            info, comment=f"fastcal applycal: flags before applying {os.path.basename(src)}"
+        )
         backup_done = True
     else:
         first = None
-    for c, tabs in zip(calls, resolved):
-        r = applycal(info.path, tabs, gainfield=c.gainfield, interp=c.interp, spwmap=c.spwmap, calwt=c.calwt,
-                     applymode=applymode, field=c.field, spw=c.spw, intent=c.intent, scan=c.scan,
-                     antenna=c.antenna, timerange=c.timerange, flagbackup=False, chunk_bytes=chunk_bytes,
-                     n_threads=n_threads)
+    for c, tabs in zip(calls, resolved, strict=False):
+        r = applycal(
+            info.path,
+            tabs,
+            gainfield=c.gainfield,
+            interp=c.interp,
+            spwmap=c.spwmap,
+            calwt=c.calwt,
+            applymode=applymode,
+            field=c.field,
+            spw=c.spw,
+            intent=c.intent,
+            scan=c.scan,
+            antenna=c.antenna,
+            timerange=c.timerange,
+            flagbackup=False,
+            chunk_bytes=chunk_bytes,
+            n_threads=n_threads,
+        )
         reports.append(r)
     if reports and first:
         reports[0].flag_version = first

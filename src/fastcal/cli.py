@@ -54,12 +54,13 @@ def _cmd_listobs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_module_command(sub: Any, name: str, module: str, help_text: str) -> None:
+def _add_module_command(sub: Any, name: str, module: str, help_text: str,
+                        *extra: Any) -> None:
     """A subcommand whose arguments and action live in `module` (add_cli_arguments /
     run_from_args), so this file stays a thin map from commands to public functions."""
     mod = importlib.import_module(module)
     parser = sub.add_parser(name, help=help_text)
-    mod.add_cli_arguments(parser)
+    mod.add_cli_arguments(parser, *extra)
     parser.set_defaults(func=lambda args: _as_exit_code(mod.run_from_args(args)))
 
 
@@ -87,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_cli_arguments(sim)
     sim.set_defaults(func=_cmd_simulate)
 
+    _add_module_command(sub, "gaincal", "fastcal.solve",
+                        "solve antenna gains (G, T) or delays (K), as CASA gaincal", "gaincal")
+    _add_module_command(sub, "bandpass", "fastcal.solve",
+                        "solve a per-channel bandpass, as CASA bandpass", "bandpass")
     _add_module_command(sub, "tsys", "fastcal.tsys",
                         "build (and flag) a B TSYS table from SYSCAL; print the Tsys spwmap")
     _add_module_command(sub, "antpos", "fastcal.antpos",

@@ -82,7 +82,9 @@ def next_version_name(vis: str | os.PathLike | MSInfo, prefix: str = "applycal")
     n = 0
     names = {v.name for v in list_flag_versions(vis)}
     if os.path.isdir(d):
-        names |= {e[len("flags."):] for e in os.listdir(d) if e.startswith("flags.") and _TMP not in e}
+        names |= {
+            e[len("flags.") :] for e in os.listdir(d) if e.startswith("flags.") and _TMP not in e
+        }
     for name in names:
         m = re.fullmatch(re.escape(prefix) + r"_(\d+)", name)
         if m:
@@ -107,7 +109,7 @@ def _row_runs(info: MSInfo) -> list[tuple[int, int]]:
     first = np.concatenate(([0], cut)).tolist()
     last = np.concatenate((cut, [ddid.size])).tolist()
     out = []
-    for a, b in zip(first, last):
+    for a, b in zip(first, last, strict=False):
         dd = info.ddescs[int(ddid[a])]
         cell = max(1, info.spws[dd.spw_id].num_chan * info.pols[dd.pol_id].num_corr)
         step = max(1, _ROWS_PER_STEP_BYTES // cell)
@@ -134,8 +136,13 @@ def _remove_stale_temps(d: str) -> None:
             shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else os.remove(p)
 
 
-def save_flags(vis: str | os.PathLike | MSInfo, versionname: str | None = None, comment: str = "",
-               *, prefix: str = "applycal") -> str:
+def save_flags(
+    vis: str | os.PathLike | MSInfo,
+    versionname: str | None = None,
+    comment: str = "",
+    *,
+    prefix: str = "applycal",
+) -> str:
     """Save FLAG and FLAG_ROW of every row as a new flag version.
 
     Parameters
@@ -175,12 +182,20 @@ def save_flags(vis: str | os.PathLike | MSInfo, versionname: str | None = None, 
     final = os.path.join(d, f"flags.{name}")
     tmp = final + f"{_TMP}{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    desc = ct.maketabdesc([
-        ct.makearrcoldesc("FLAG", False, ndim=2, valuetype="boolean"),
-        ct.makescacoldesc("FLAG_ROW", False),
-    ])
-    dm = {"*1": {"TYPE": "TiledShapeStMan", "NAME": "TiledFlag", "SPEC": {"DEFAULTTILESHAPE": np.array([4, 128, 256], np.int32)},
-                 "COLUMNS": ["FLAG"]}}
+    desc = ct.maketabdesc(
+        [
+            ct.makearrcoldesc("FLAG", False, ndim=2, valuetype="boolean"),
+            ct.makescacoldesc("FLAG_ROW", False),
+        ]
+    )
+    dm = {
+        "*1": {
+            "TYPE": "TiledShapeStMan",
+            "NAME": "TiledFlag",
+            "SPEC": {"DEFAULTTILESHAPE": np.array([4, 128, 256], np.int32)},
+            "COLUMNS": ["FLAG"],
+        }
+    }
     try:
         with ms_lock(info.path), ct.table(info.path, ack=False) as src:
             out = ct.table(tmp, desc, nrow=info.n_rows, ack=False, dminfo=dm)
@@ -206,8 +221,10 @@ def _find(vis: str | os.PathLike | MSInfo, versionname: str) -> FlagVersion:
     for v in versions:
         if v.name == versionname:
             return v
-    raise ParameterError(f"flag version {versionname!r} not found in {flagversions_dir(vis)}; "
-                         f"available: {', '.join(v.name for v in versions) or 'none'}")
+    raise ParameterError(
+        f"flag version {versionname!r} not found in {flagversions_dir(vis)}; "
+        f"available: {', '.join(v.name for v in versions) or 'none'}"
+    )
 
 
 def restore_flags(vis: str | os.PathLike | MSInfo, versionname: str) -> None:
@@ -226,8 +243,10 @@ def restore_flags(vis: str | os.PathLike | MSInfo, versionname: str) -> None:
         raise MSError(f"{info.path} is read-only; cannot restore flags")
     with ct.table(v.path, ack=False) as src:
         if src.nrows() != info.n_rows:
-            raise ParameterError(f"flag version {versionname!r} has {src.nrows()} rows but {info.path} has "
-                                 f"{info.n_rows}; it belongs to another MS")
+            raise ParameterError(
+                f"flag version {versionname!r} has {src.nrows()} rows but {info.path} has "
+                f"{info.n_rows}; it belongs to another MS"
+            )
         with ms_lock(info.path), ct.table(info.path, readonly=False, ack=False) as t:
             for start, n in _row_runs(info):
                 t.putcol("FLAG", src.getcol("FLAG", start, n), start, n)

@@ -34,11 +34,19 @@ def gmst_rad(time_mjd_s: np.ndarray | float) -> np.ndarray:
     days = np.asarray(time_mjd_s, dtype=np.float64) / _SECONDS_PER_DAY - _MJD_J2000
     frac = days - np.floor(days)
     cent = days / 36525.0
-    deg = 280.46061837 + 360.0 * frac + 0.98564736629 * days + 0.000387933 * cent**2 - cent**3 / 38710000.0
+    deg = (
+        280.46061837
+        + 360.0 * frac
+        + 0.98564736629 * days
+        + 0.000387933 * cent**2
+        - cent**3 / 38710000.0
+    )
     return np.deg2rad(np.mod(deg, 360.0))
 
 
-def source_direction_itrf(time_mjd_s: np.ndarray | float, ra_rad: float, dec_rad: float) -> np.ndarray:
+def source_direction_itrf(
+    time_mjd_s: np.ndarray | float, ra_rad: float, dec_rad: float
+) -> np.ndarray:
     """Unit vector towards (RA, Dec) in the Earth-fixed (ITRF) frame at each time.
 
     With H = GMST - RA (Greenwich hour angle): ``s = (cos d cos H, -cos d sin H, sin d)``.
@@ -53,7 +61,9 @@ def source_direction_itrf(time_mjd_s: np.ndarray | float, ra_rad: float, dec_rad
     return np.stack([cd * np.cos(h), -cd * np.sin(h), np.full_like(h, np.sin(dec_rad))], axis=-1)
 
 
-def geometric_delay_s(offsets_m: np.ndarray, time_mjd_s: np.ndarray, ra_rad: float, dec_rad: float) -> np.ndarray:
+def geometric_delay_s(
+    offsets_m: np.ndarray, time_mjd_s: np.ndarray, ra_rad: float, dec_rad: float
+) -> np.ndarray:
     """Extra geometric delay of antennas displaced by `offsets_m` (ITRF, m).
 
     ``tau[t, p] = offsets_m[p] . s(t) / c`` (s): the change of the antenna's w coordinate

@@ -41,7 +41,7 @@ import numpy as np
 
 from fastcal.caltable import CalTable, as_caltable
 from fastcal.errors import CalTableError, ParameterError, UnsupportedError
-from fastcal.geometry import SPEED_OF_LIGHT, geometric_delay_s
+from fastcal.geometry import geometric_delay_s
 from fastcal.kernels.apply import resample_freq
 from fastcal.ms.info import MSInfo
 
@@ -129,7 +129,9 @@ def parse_interp(text: str | None, vis_cal: str = "G Jones") -> InterpMode:
     s = raw.strip()
     parts = [p.strip() for p in s.split(",")] if s else [""]
     if len(parts) > 2:
-        raise ParameterError(f"interp={raw!r} has more than two comma-separated parts; valid: '<time>[,<freq>]'")
+        raise ParameterError(
+            f"interp={raw!r} has more than two comma-separated parts; valid: '<time>[,<freq>]'"
+        )
     tpart = parts[0] or "linear"
     fpart = parts[1] if len(parts) == 2 and parts[1] else "linear"
     tl = tpart
@@ -137,8 +139,10 @@ def parse_interp(text: str | None, vis_cal: str = "G Jones") -> InterpMode:
     if perobs:
         tl = tl[: -len("perobs")]
     if tl.endswith("perscan") or fpart.endswith("rel") or fpart.startswith(("cubic", "spline")):
-        raise UnsupportedError(f"interp={raw!r}: this CASA mode is not implemented in fastcal; valid: "
-                               "time linear/nearest[PD][perobs], freq linear/nearest[flag]")
+        raise UnsupportedError(
+            f"interp={raw!r}: this CASA mode is not implemented in fastcal; valid: "
+            "time linear/nearest[PD][perobs], freq linear/nearest[flag]"
+        )
     pd = tl.endswith("PD")
     if pd:
         tl = tl[:-2]
@@ -148,7 +152,9 @@ def parse_interp(text: str | None, vis_cal: str = "G Jones") -> InterpMode:
             f"and/or 'perobs'), then optionally ',<freq>' with freq in {', '.join(_FREQ_MODES)}"
         )
     if pd and vis_cal not in ("G Jones", "T Jones"):
-        raise UnsupportedError(f"interp={raw!r}: PD modes apply to G and T tables only, not {vis_cal!r}")
+        raise UnsupportedError(
+            f"interp={raw!r}: PD modes apply to G and T tables only, not {vis_cal!r}"
+        )
     freq_flag = fpart.endswith("flag")
     return InterpMode(tl, pd, perobs, fpart[:-4] if freq_flag else fpart, freq_flag, raw)
 
@@ -226,8 +232,10 @@ class ApplySpec:
         return self.field_ids
 
     def describe(self) -> str:
-        return (f"{self.name} ({self.vis_cal}, interp={self.interp.text or 'linear'!r}, "
-                f"gainfield={self.gainfield!r}, spwmap={list(self.spwmap)}, calwt={self.calwt})")
+        return (
+            f"{self.name} ({self.vis_cal}, interp={self.interp.text or 'linear'!r}, "
+            f"gainfield={self.gainfield!r}, spwmap={list(self.spwmap)}, calwt={self.calwt})"
+        )
 
     # ---- solutions for one data chunk
     def _slice(self, spw_id: int, field_id: int, obs_id: int) -> _Slice:
@@ -251,7 +259,9 @@ def _as_list(value: Any, n: int, name: str, default: Any) -> list:
         value = [value]
     value = list(value)
     if len(value) > n:
-        raise ParameterError(f"{name} has {len(value)} entries for {n} gaintable(s); valid: at most one per table")
+        raise ParameterError(
+            f"{name} has {len(value)} entries for {n} gaintable(s); valid: at most one per table"
+        )
     if name == "calwt" and value and len(value) < n:
         return value + [value[-1]] * (n - len(value))
     return value + [default] * (n - len(value))
@@ -261,12 +271,16 @@ def _spwmaps(spwmap: Any, n: int) -> list[tuple[int, ...]]:
     if spwmap is None or (isinstance(spwmap, Sequence) and len(spwmap) == 0):
         return [()] * n
     if not isinstance(spwmap, Sequence) or isinstance(spwmap, str):
-        raise ParameterError(f"spwmap={spwmap!r} is invalid; valid: a list of int lists, one per gaintable")
+        raise ParameterError(
+            f"spwmap={spwmap!r} is invalid; valid: a list of int lists, one per gaintable"
+        )
     items = list(spwmap)
     if all(isinstance(v, (int, np.integer)) for v in items):  # CASA: a flat list is for table 0
         items = [items]
     if len(items) > n:
-        raise ParameterError(f"spwmap has {len(items)} lists for {n} gaintable(s); valid: at most one per table")
+        raise ParameterError(
+            f"spwmap has {len(items)} lists for {n} gaintable(s); valid: at most one per table"
+        )
     out = []
     for i, m in enumerate(items):
         m = [] if m is None else ([m] if isinstance(m, (int, np.integer)) else list(m))
@@ -285,7 +299,9 @@ def _field_direction(table: CalTable, info: MSInfo, fid: int) -> tuple[float, fl
         return float(d[0]), float(d[1])
     if 0 <= fid < len(info.fields):
         return info.fields[fid].ra_rad, info.fields[fid].dec_rad
-    raise CalTableError(f"field {fid} of the calibration table has no direction (FIELD subtable too short)")
+    raise CalTableError(
+        f"field {fid} of the calibration table has no direction (FIELD subtable too short)"
+    )
 
 
 def _separation(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
@@ -293,7 +309,9 @@ def _separation(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
     return float(np.arccos(np.clip(c, -1.0, 1.0)))
 
 
-def _resolve_gainfield(text: str, table: CalTable, name: str, info: MSInfo) -> tuple[tuple[int, ...] | None, dict | None]:
+def _resolve_gainfield(
+    text: str, table: CalTable, name: str, info: MSInfo
+) -> tuple[tuple[int, ...] | None, dict | None]:
     text = "" if text is None else str(text).strip()
     cal_fields = sorted(set(int(f) for f in np.unique(table.field_id)))
     if text == "":
@@ -303,11 +321,18 @@ def _resolve_gainfield(text: str, table: CalTable, name: str, info: MSInfo) -> t
             return None, {f.id: cal_fields[0] for f in info.fields}
         mapping = {}
         for f in info.fields:
-            seps = np.array([_separation(f.ra_rad, f.dec_rad, *_field_direction(table, info, c)) for c in cal_fields])
+            seps = np.array(
+                [
+                    _separation(f.ra_rad, f.dec_rad, *_field_direction(table, info, c))
+                    for c in cal_fields
+                ]
+            )
             order = np.argsort(seps, kind="stable")
             if len(order) > 1 and seps[order[0]] == seps[order[1]]:
-                raise CalTableError(f"{name}: gainfield='nearest': fields {cal_fields[order[0]]} and "
-                                    f"{cal_fields[order[1]]} are equally near MS field {f.id} ({f.name})")
+                raise CalTableError(
+                    f"{name}: gainfield='nearest': fields {cal_fields[order[0]]} and "
+                    f"{cal_fields[order[1]]} are equally near MS field {f.id} ({f.name})"
+                )
             mapping[f.id] = cal_fields[int(order[0])]
         return None, mapping
     ids: set[int] = set()
@@ -320,13 +345,17 @@ def _resolve_gainfield(text: str, table: CalTable, name: str, info: MSInfo) -> t
             continue
         hit = [i for i, nm in enumerate(names) if fnmatch.fnmatchcase(nm, tok)]
         if not hit:
-            raise ParameterError(f"gainfield={text!r} for {name}: no field matches {tok!r}; "
-                                 f"valid: '', 'nearest', or field names/ids of {', '.join(names)}")
+            raise ParameterError(
+                f"gainfield={text!r} for {name}: no field matches {tok!r}; "
+                f"valid: '', 'nearest', or field names/ids of {', '.join(names)}"
+            )
         ids.update(hit)
     present = sorted(ids & set(cal_fields))
     if not present:
-        raise CalTableError(f"{name} has no solutions for gainfield={text!r} (fields {sorted(ids)}); "
-                            f"fields with solutions: {cal_fields}")
+        raise CalTableError(
+            f"{name} has no solutions for gainfield={text!r} (fields {sorted(ids)}); "
+            f"fields with solutions: {cal_fields}"
+        )
     return tuple(present), None
 
 
@@ -388,18 +417,36 @@ def prepare_gaintables(
     specs = []
     for i, tab in enumerate(tables):
         if isinstance(tab, (str, os.PathLike)) and not str(tab).strip():
-            raise ParameterError(f"gaintable[{i}] is an empty string; valid: a calibration table path")
+            raise ParameterError(
+                f"gaintable[{i}] is an empty string; valid: a calibration table path"
+            )
         ct = as_caltable(tab)
-        name = os.fspath(tab) if isinstance(tab, (str, os.PathLike)) else (ct.path or f"<CalTable #{i}>")
+        name = (
+            os.fspath(tab)
+            if isinstance(tab, (str, os.PathLike))
+            else (ct.path or f"<CalTable #{i}>")
+        )
         if ct.nrow == 0:
             raise CalTableError(f"{name} has no solutions (0 rows)")
         mode = parse_interp(ips[i], ct.vis_cal)
         if not isinstance(cws[i], (bool, np.bool_)):
             raise ParameterError(f"calwt[{i}]={cws[i]!r} is invalid; valid: True or False")
         fids, nearest = _resolve_gainfield(gfs[i], ct, name, info)
-        specs.append(ApplySpec(table=ct, name=name, vis_cal=ct.vis_cal, order=APPLY_ORDER[ct.vis_cal], index=i,
-                               interp=mode, spwmap=maps[i], gainfield=str(gfs[i] or ""), field_ids=fids,
-                               nearest_field=nearest, calwt=bool(cws[i])))
+        specs.append(
+            ApplySpec(
+                table=ct,
+                name=name,
+                vis_cal=ct.vis_cal,
+                order=APPLY_ORDER[ct.vis_cal],
+                index=i,
+                interp=mode,
+                spwmap=maps[i],
+                gainfield=str(gfs[i] or ""),
+                field_ids=fids,
+                nearest_field=nearest,
+                calwt=bool(cws[i]),
+            )
+        )
     specs.sort(key=lambda s: (s.order, s.index))
     if spws is not None:
         for s in specs:
@@ -417,13 +464,22 @@ def _check_spw(spec: ApplySpec, spw_id: int) -> int:
         return have[0]
     if cspw not in have:
         how = f"spwmap maps it to spw {cspw}" if spec.spwmap else "no spwmap given"
-        raise CalTableError(f"{spec.name} has no solutions for spw {cspw} needed by MS spw {spw_id} ({how}); "
-                            f"spws in the table: {have}; give spwmap=[...] for this table")
+        raise CalTableError(
+            f"{spec.name} has no solutions for spw {cspw} needed by MS spw {spw_id} ({how}); "
+            f"spws in the table: {have}; give spwmap=[...] for this table"
+        )
     return cspw
 
 
-def check_coverage(specs: Sequence[ApplySpec], info: MSInfo, *, spw_id: int, field_id: int,
-                   observation_id: int, times: np.ndarray) -> None:
+def check_coverage(
+    specs: Sequence[ApplySpec],
+    info: MSInfo,
+    *,
+    spw_id: int,
+    field_id: int,
+    observation_id: int,
+    times: np.ndarray,
+) -> None:
     """Raise :class:`CalTableError` if some table cannot calibrate these data at all.
 
     Checks that the mapped spw exists, that the field/observation selection leaves solutions,
@@ -435,8 +491,15 @@ def check_coverage(specs: Sequence[ApplySpec], info: MSInfo, *, spw_id: int, fie
         sl = s._slice(spw_id, field_id, observation_id)
         if s.vis_cal == "KAntPos Jones" or times.size == 0:
             continue
-        k = np.clip(np.searchsorted(sl.time, times), 1, sl.time.size) if sl.time.size > 1 else np.zeros(times.size, int)
-        near = np.minimum(np.abs(times - sl.time[np.maximum(k - 1, 0)]), np.abs(times - sl.time[np.minimum(k, sl.time.size - 1)]))
+        k = (
+            np.clip(np.searchsorted(sl.time, times), 1, sl.time.size)
+            if sl.time.size > 1
+            else np.zeros(times.size, int)
+        )
+        near = np.minimum(
+            np.abs(times - sl.time[np.maximum(k - 1, 0)]),
+            np.abs(times - sl.time[np.minimum(k, sl.time.size - 1)]),
+        )
         if near.min() > MAX_TIME_GAP_S:
             raise CalTableError(
                 f"{s.name}: no solutions near the data of spw {spw_id}, field {field_id} "
@@ -445,8 +508,14 @@ def check_coverage(specs: Sequence[ApplySpec], info: MSInfo, *, spw_id: int, fie
             )
 
 
-def _build_slice(spec: ApplySpec, cspw: int, fields: tuple[int, ...] | None, obs: int | None,
-                 spw_id: int, field_id: int) -> _Slice:
+def _build_slice(
+    spec: ApplySpec,
+    cspw: int,
+    fields: tuple[int, ...] | None,
+    obs: int | None,
+    spw_id: int,
+    field_id: int,
+) -> _Slice:
     tab = spec.table
     if spec.vis_cal == "KAntPos Jones":
         cspw = int(tab.spw_ids[0])
@@ -457,9 +526,14 @@ def _build_slice(spec: ApplySpec, cspw: int, fields: tuple[int, ...] | None, obs
         m &= tab.obs_id == obs
     rows = np.flatnonzero(m)
     if rows.size == 0:
-        what = f"spw {cspw}" + (f", fields {list(fields)}" if fields is not None else "") + (
-            f", observation {obs}" if obs is not None else "")
-        raise CalTableError(f"{spec.name} has no solutions for {what} (needed by MS spw {spw_id}, field {field_id})")
+        what = (
+            f"spw {cspw}"
+            + (f", fields {list(fields)}" if fields is not None else "")
+            + (f", observation {obs}" if obs is not None else "")
+        )
+        raise CalTableError(
+            f"{spec.name} has no solutions for {what} (needed by MS spw {spw_id}, field {field_id})"
+        )
     n_ant = tab.n_ant
     n_chan = tab.nchan(cspw)
     utime, t_idx = np.unique(tab.time[rows], return_inverse=True)
@@ -487,8 +561,14 @@ def _build_slice(spec: ApplySpec, cspw: int, fields: tuple[int, ...] | None, obs
     freq = tab.chan_freq.get(cspw)
     if freq is None:
         freq = _subtable_chan_freq(tab, cspw, n_chan)
-    return _Slice(time=utime, present=present, value=value, flag=flag, chan_freq=np.asarray(freq, np.float64),
-                  n_sub=n_sub)
+    return _Slice(
+        time=utime,
+        present=present,
+        value=value,
+        flag=flag,
+        chan_freq=np.asarray(freq, np.float64),
+        n_sub=n_sub,
+    )
 
 
 def _subtable_chan_freq(tab: CalTable, spw: int, n_chan: int) -> np.ndarray:
@@ -539,7 +619,9 @@ class ChunkJones:
     times: np.ndarray
 
 
-def _time_index(t_sol: np.ndarray, t: np.ndarray, nearest: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _time_index(
+    t_sol: np.ndarray, t: np.ndarray, nearest: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(i0, i1, w): value = (1 - w) v[i0] + w v[i1] (CASA CTTimeInterp1 registration)."""
     n = t_sol.size
     if n == 1:
@@ -573,7 +655,7 @@ def _interp_time(sl: _Slice, times: np.ndarray, nearest: bool) -> tuple[np.ndarr
     groups: dict[bytes, list[int]] = {}
     for a in range(n_ant):
         groups.setdefault(sl.present[:, a].tobytes(), []).append(a)
-    for key, ants in groups.items():
+    for ants in groups.values():
         rows = np.flatnonzero(sl.present[:, ants[0]])
         ants_a = np.asarray(ants)
         if rows.size == 0:  # no solution at all for these antennas: flag
@@ -597,8 +679,15 @@ def _to_receptors(x: np.ndarray) -> np.ndarray:
     return x[..., :2]
 
 
-def _term(spec: ApplySpec, info: MSInfo, spw_id: int, field_id: int, obs_id: int, times: np.ndarray,
-          chan_freq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _term(
+    spec: ApplySpec,
+    info: MSInfo,
+    spw_id: int,
+    field_id: int,
+    obs_id: int,
+    times: np.ndarray,
+    chan_freq: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """One table's (jones, flag, mean_wscale or None) on (n_u, n_ant_tab, n_chan or 1, 2).
 
     Tables with a single solution time (bandpass over the whole observation, delays, Tsys of
@@ -607,8 +696,14 @@ def _term(spec: ApplySpec, info: MSInfo, spw_id: int, field_id: int, obs_id: int
     """
     sl = spec._slice(spw_id, field_id, obs_id)
     if sl.time.size == 1 and spec.vis_cal != "KAntPos Jones":
-        key = ("term", id(sl), spw_id, chan_freq.size, float(chan_freq[0]) if chan_freq.size else 0.0,
-               float(chan_freq[-1]) if chan_freq.size else 0.0)
+        key = (
+            "term",
+            id(sl),
+            spw_id,
+            chan_freq.size,
+            float(chan_freq[0]) if chan_freq.size else 0.0,
+            float(chan_freq[-1]) if chan_freq.size else 0.0,
+        )
         with spec._lock:
             got = spec._slices.get(key)
         if got is None:
@@ -620,8 +715,15 @@ def _term(spec: ApplySpec, info: MSInfo, spw_id: int, field_id: int, obs_id: int
     return _term_eval(spec, info, sl, spw_id, field_id, times, chan_freq)
 
 
-def _term_eval(spec: ApplySpec, info: MSInfo, sl: _Slice, spw_id: int, field_id: int, times: np.ndarray,
-               chan_freq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _term_eval(
+    spec: ApplySpec,
+    info: MSInfo,
+    sl: _Slice,
+    spw_id: int,
+    field_id: int,
+    times: np.ndarray,
+    chan_freq: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     nearest = spec.interp.time == "nearest"
     val, flg = _interp_time(sl, times, nearest)
     n_u, n_ant = val.shape[:2]
@@ -637,18 +739,31 @@ def _term_eval(spec: ApplySpec, info: MSInfo, sl: _Slice, spw_id: int, field_id:
             cal_mean_ws = np.where(cnt > 0, a2.sum(axis=2, keepdims=True) / np.maximum(cnt, 1), 1.0)
         else:
             tmean = np.where(good, val, 0.0).sum(axis=2, keepdims=True) / np.maximum(cnt, 1)
-            cal_mean_ws = np.where((cnt > 0) & (tmean > 0), 1.0 / np.where(tmean > 0, tmean, 1.0), 1.0)
+            cal_mean_ws = np.where(
+                (cnt > 0) & (tmean > 0), 1.0 / np.where(tmean > 0, tmean, 1.0), 1.0
+            )
     if vt in CHANNELISED and sl.chan_freq.size > 1:
         if np.any(~np.isfinite(sl.chan_freq)):
-            raise CalTableError(f"{spec.name}: spw {spec.cal_spw(spw_id)} has no channel frequencies; "
-                                f"cannot interpolate in frequency")
+            raise CalTableError(
+                f"{spec.name}: spw {spec.cal_spw(spw_id)} has no channel frequencies; "
+                f"cannot interpolate in frequency"
+            )
         n_fpar, n_par = val.shape[3], flg.shape[3]
         vin = np.ascontiguousarray(val.transpose(0, 1, 3, 2).reshape(n_u * n_ant, n_fpar, -1))
         fin = np.ascontiguousarray(flg.transpose(0, 1, 3, 2).reshape(n_u * n_ant, n_par, -1))
         out = np.empty((n_u * n_ant, n_fpar, chan_freq.size))
         oflag = np.empty((n_u * n_ant, n_par, chan_freq.size), bool)
-        resample_freq(vin, fin, sl.chan_freq, np.ascontiguousarray(chan_freq, np.float64),
-                      spec.interp.freq == "nearest", spec.interp.freq_flag, sl.n_sub, out, oflag)
+        resample_freq(
+            vin,
+            fin,
+            sl.chan_freq,
+            np.ascontiguousarray(chan_freq, np.float64),
+            spec.interp.freq == "nearest",
+            spec.interp.freq_flag,
+            sl.n_sub,
+            out,
+            oflag,
+        )
         val = out.reshape(n_u, n_ant, n_fpar, -1).transpose(0, 1, 3, 2)
         flg = oflag.reshape(n_u, n_ant, n_par, -1).transpose(0, 1, 3, 2)
     mean_ws = None
@@ -738,7 +853,9 @@ def chunk_jones(
     times = np.asarray(times, np.float64).reshape(-1)
     chan_freq = np.asarray(chan_freq, np.float64).reshape(-1)
     n_u = times.size
-    terms = [(s, *_term(s, info, spw_id, field_id, observation_id, times, chan_freq)) for s in specs]
+    terms = [
+        (s, *_term(s, info, spw_id, field_id, observation_id, times, chan_freq)) for s in specs
+    ]
     n_c = max([j.shape[2] for _, j, _, _ in terms], default=1)
     jones = np.ones((n_u, n_ant, n_c, 2), np.complex128)
     flag = np.zeros((n_u, n_ant, n_c, 2), bool)

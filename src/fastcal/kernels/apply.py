@@ -199,8 +199,25 @@ def resample_freq(val, flg, fin, fout, nearest, flagmode, n_sub, out, oflag):
 
 
 @numba.njit(**JIT)
-def apply_rows(data, flag, weight, ant1, ant2, time_idx, jones, jflag, wscale, wscale_w,
-               corr_rec, mode, calwt, out_data, out_flag, out_weight, counts):
+def apply_rows(
+    data,
+    flag,
+    weight,
+    ant1,
+    ant2,
+    time_idx,
+    jones,
+    jflag,
+    wscale,
+    wscale_w,
+    corr_rec,
+    mode,
+    calwt,
+    out_data,
+    out_flag,
+    out_weight,
+    counts,
+):
     """Correct one block of rows.
 
     Parameters
@@ -289,7 +306,9 @@ def apply_rows(data, flag, weight, ant1, ant2, time_idx, jones, jflag, wscale, w
                     if bad:
                         out_data[r, c, k] = data[r, c, k]
                     else:
-                        out_data[r, c, k] = data[r, c, k] * (jinv[t, p, cj, a] * np.conj(jinv[t, q, cj, b]))
+                        out_data[r, c, k] = data[r, c, k] * (
+                            jinv[t, p, cj, a] * np.conj(jinv[t, q, cj, b])
+                        )
                 if n_wchan > 1:
                     w = weight[r, c, k]
                     if calwt:

@@ -164,6 +164,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     opts.add_argument("--antpos", dest="antpos_file", default=None,
                       help="antenna position corrections (antennapos.csv or JSON)")
     opts.add_argument("--refantignore", default=None, help="antennas never to use as refant")
+    opts.add_argument("--flux-csv", dest="flux_csv", default=None, help="ALMA flux.csv with calibrator fluxes")
+    opts.add_argument("--setjy", dest="setjy", action="append", default=None, metavar="FIELD:I[:SPIX[:REFFREQ]]",
+                      help="manual calibrator model (repeatable), e.g. J1924-2914:3.1:-0.6:233GHz")
     opts.add_argument("--no-shadow", dest="flag_shadow", action="store_false", default=None,
                       help="do not flag shadowed antennas")
     opts.add_argument("--no-edgespw", dest="flag_edgespw", action="store_false", default=None,
@@ -185,7 +188,7 @@ def _terminal_progress(k: int, n: int, stage: Stage, result: StageResult | None)
 
 
 _OPTION_KEYS = ("bandpass_field", "flux_field", "phase_field", "target_field", "check_field",
-                "antpos_file", "refantignore", "flag_shadow", "flag_edgespw")
+                "antpos_file", "refantignore", "flag_shadow", "flag_edgespw", "flux_csv")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -205,6 +208,10 @@ def run_from_args(args: argparse.Namespace) -> int:
         for h in logging.getLogger().handlers:
             h.setLevel(logging.WARNING)
     options = {k: getattr(args, k, None) for k in _OPTION_KEYS}
+    if getattr(args, "setjy", None):
+        from fastcal.pipeline.stages.setjy import parse_setjy_option
+
+        options["setjy_models"] = [parse_setjy_option(t) for t in args.setjy]
     quiet = getattr(args, "quiet", False)
     res = run(args.vis, args.out, stages=args.stages, start=args.start, stop=args.stop,
               restart=args.restart, options=options,

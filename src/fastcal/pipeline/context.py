@@ -157,7 +157,10 @@ class CalLibrary:
 
     def calapply_calls(self, vis: str, field_intents: dict[int, list[str]], spw: str,
                        relative_to: str | None = None) -> list:
-        """One :class:`fastcal.calapply.ApplycalCall` per (field, intent) that has tables.
+        """One :class:`fastcal.calapply.ApplycalCall` per field and set of tables.
+
+        Intents of one field that get the same tables share a line (``intent='A,B'``, CASA's
+        "any of" selection); intents outside :data:`APPLY_INTENTS` get no line.
 
         Parameters
         ----------
@@ -173,16 +176,23 @@ class CalLibrary:
         ApplycalCall = _applycal_call_class()
         calls = []
         for fid in sorted(field_intents):
+            groups: dict[str, list[str]] = {}  # same tables -> one line, intents joined by ","
+            args_of: dict[str, dict] = {}
             for intent in field_intents[fid]:
                 if intent not in APPLY_INTENTS:
                     continue
                 args = self.applycal_args(intent)
                 if not args["gaintable"]:
                     continue
+                key = repr(args)
+                groups.setdefault(key, []).append(intent)
+                args_of[key] = args
+            for key, intents in groups.items():
+                args = args_of[key]
                 if relative_to:
                     args["gaintable"] = [os.path.relpath(p, relative_to) if os.path.isabs(p) else p
                                          for p in args["gaintable"]]
-                calls.append(ApplycalCall(vis=vis, field=str(fid), intent=intent, spw=spw, **args))
+                calls.append(ApplycalCall(vis=vis, field=str(fid), intent=",".join(intents), spw=spw, **args))
         return calls
 
     def to_list(self) -> list[dict]:

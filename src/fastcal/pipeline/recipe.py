@@ -11,9 +11,13 @@ import logging
 
 from fastcal.pipeline.context import CalEntry, Context
 from fastcal.pipeline.stage import OK, SKIPPED, LoopStage, PlaceholderStage, Stage, StageResult
+from fastcal.pipeline.stages.bandpass import BandpassStage
 from fastcal.pipeline.stages.flagdata import FlagDataStage
 from fastcal.pipeline.stages.importdata import ImportDataStage
 from fastcal.pipeline.stages.refant import RefantStage
+from fastcal.pipeline.stages.setjy import SetjyStage
+from fastcal.pipeline.stages.tsys import TsysStage
+from fastcal.pipeline.stages.wvr import WvrStage
 
 __all__ = ["AntposStage", "ExportDataStage", "alma_recipe", "stage_names"]
 
@@ -61,13 +65,12 @@ def alma_recipe() -> list[Stage]:
         AntposStage(),
         FlagDataStage(),
         RefantStage(),
-        P("tsys", "Tsys table from SYSCAL, Tsys spw map, hifa_tsysflag metrics", "fastcal.tsys wiring"),
-        P("wvr", "WVR solve, QA, applied only when it improves the phases", "fastcal.wvr wiring"),
+        TsysStage(),
+        WvrStage(),
         P("lowgainflag", "flag antennas with gain amplitudes outside 0.5..1.5 x median",
           "fastcal.solve + fastcal.apply"),
-        P("setjy", "calibrator models (catalogue or manual)", "fastcal.flux wiring"),
-        P("bandpass", "phase-up with SNR-based solint, bandpass with SNR-based solint, "
-                      "bpflagchans / fluxcalflag", "fastcal.solve"),
+        SetjyStage(),
+        BandpassStage(),
         P("fluxscale", "amplitude solve on calibrators, bootstrapped fluxes, flux.csv",
           "fastcal.solve + fastcal.fluxscale"),
         P("timegaincal", "phase 'int' on calibrators, per-scan phase for the target, per-scan amplitude",
