@@ -21,62 +21,15 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import casacore.tables as ct
 import numpy as np
+from _common import best, io_floor, simulate_large, warm_cache
 
 from fastcal.antpos import antpos_table
 from fastcal.ms import open_ms
 from fastcal.tsys import flag_tsys, tsys_spwmap, tsys_table
-
-
-def warm_cache(path: str) -> int:
-    total = 0
-    for root, _, files in os.walk(path):
-        for name in files:
-            with open(os.path.join(root, name), "rb") as f:
-                while chunk := f.read(16 << 20):
-                    total += len(chunk)
-    return total
-
-
-def best(fn, repeat: int) -> tuple[float, object]:
-    out, times = None, []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), out
-
-
-def io_floor(path: str, science_ddids: list[int], block_bytes: int = 64 << 20) -> float:
-    """Read DATA and write CORRECTED_DATA for every science row (seconds)."""
-    t0 = time.perf_counter()
-    with ct.table(path, readonly=False, ack=False) as t:
-        if "CORRECTED_DATA" not in t.colnames():
-            desc = t.getcoldesc("DATA")
-            desc["name"] = "CORRECTED_DATA"
-            t.addcols(ct.maketabdesc(ct.makecoldesc("CORRECTED_DATA", desc)),
-                      {"TYPE": "TiledShapeStMan", "NAME": "CorrTiled",
-                       "SPEC": {"DEFAULTTILESHAPE": [2, 128, 1024]}})
-        ddid = t.getcol("DATA_DESC_ID")
-        for dd in science_ddids:
-            rows = np.flatnonzero(ddid == dd)
-            if rows.size == 0:
-                continue
-            cell = t.getcell("DATA", int(rows[0]))
-            per_row = cell.nbytes
-            step = max(1, block_bytes // per_row)
-            # runs of consecutive rows
-            breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-            for run in np.split(rows, breaks):
-                for s in range(0, run.size, step):
-                    r0, n = int(run[s]), int(min(step, run.size - s))
-                    data = t.getcol("DATA", r0, n)
-                    t.putcol("CORRECTED_DATA", data, r0, n)
-    return time.perf_counter() - t0
 
 
 def main() -> int:
@@ -93,12 +46,8 @@ def main() -> int:
             ms = str(tmp / "copy.ms")
             shutil.copytree(args.ms, ms)
         else:
-            from fastcal.simulate import SimConfig, simulate
-
             ms = str(tmp / "large.ms")
-            t0 = time.perf_counter()
-            simulate(ms, config=SimConfig.large(args.make_gb))
-            print(f"simulated {ms} in {time.perf_counter() - t0:.1f} s")
+            simulate_large(ms, args.make_gb)
         size = warm_cache(ms)
         info = open_ms(ms)
         with ct.table(os.path.join(ms, "SYSCAL"), ack=False) as t:

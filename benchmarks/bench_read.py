@@ -29,21 +29,11 @@ import casacore
 import casacore.tables as ct
 import dask
 import numpy as np
+from _common import read_data_flag_weight, simulate_large, warm_cache
 
 from fastcal.ms import DEFAULT_CHUNK_BYTES, iter_blocks, open_ms, read_block, read_chunks
 
 COLUMNS = ("DATA", "FLAG", "WEIGHT")
-
-
-def warm_cache(path: str) -> int:
-    """Read every file of the MS once; returns the bytes read."""
-    total = 0
-    for root, _, files in os.walk(path):
-        for name in files:
-            with open(os.path.join(root, name), "rb") as f:
-                while chunk := f.read(16 << 20):
-                    total += len(chunk)
-    return total
 
 
 def floor_blocks(chunks) -> list[tuple[int, int, int, int]]:
@@ -64,13 +54,7 @@ def run_floor(path: str, blocks) -> tuple[float, int]:
     t0 = time.perf_counter()
     with ct.table(path, ack=False) as t:
         for start, n, nchan, ncorr in blocks:
-            d = np.empty((n, nchan, ncorr), np.complex64)
-            f = np.empty((n, nchan, ncorr), np.bool_)
-            w = np.empty((n, ncorr), np.float32)
-            t.getcolnp("DATA", d, start, n)
-            t.getcolnp("FLAG", f, start, n)
-            t.getcolnp("WEIGHT", w, start, n)
-            nbytes += d.nbytes + f.nbytes + w.nbytes
+            nbytes += read_data_flag_weight(t, start, n, nchan, ncorr)
     return time.perf_counter() - t0, nbytes
 
 
@@ -153,13 +137,9 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = None
     if args.make_gb:
-        from fastcal.simulate import SimConfig, simulate
-
         tmp = tempfile.TemporaryDirectory(prefix="fastcal-bench-")
         path = str(Path(tmp.name) / "bench.ms")
-        t0 = time.perf_counter()
-        simulate(path, config=SimConfig.large(args.make_gb))
-        print(f"simulated {path} in {time.perf_counter() - t0:.1f} s")
+        simulate_large(path, args.make_gb)
     else:
         path = os.path.abspath(args.ms)
     try:

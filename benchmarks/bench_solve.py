@@ -38,6 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import read_data_flag_weight, simulate_large
+
 CASA_PYTHON = os.environ.get("FASTCAL_CASA_PYTHON", "/work/casa-venv/bin/python")
 BENCH_DIR = Path(os.environ.get("FASTCAL_BENCH_DIR", "/work/bench_data"))
 
@@ -102,14 +104,7 @@ def stage_floor(ms: str, sel: dict, which: str) -> dict:
             per_row = int(np.prod(shape)) * 9 + shape[1] * 4
             step = max(1, (64 << 20) // per_row)
             for s in range(start, start + n, step):
-                k = min(step, start + n - s)
-                d = np.empty((k, *shape), np.complex64)
-                f = np.empty((k, *shape), np.bool_)
-                w = np.empty((k, shape[1]), np.float32)
-                t.getcolnp("DATA", d, s, k)
-                t.getcolnp("FLAG", f, s, k)
-                t.getcolnp("WEIGHT", w, s, k)
-                nbytes += d.nbytes + f.nbytes + w.nbytes
+                nbytes += read_data_flag_weight(t, s, min(step, start + n - s), *shape)
     return dict(wall=time.perf_counter() - t0, gbytes=nbytes / 1e9, rows=int(rows.size))
 
 
@@ -263,14 +258,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     ms = args.ms
     if args.make_gb:
-        from fastcal.simulate import SimConfig, simulate
-
         ms = ms or str(BENCH_DIR / f"bench_{args.make_gb:g}gb.ms")
         if not Path(ms).exists():
             BENCH_DIR.mkdir(parents=True, exist_ok=True)
-            t0 = time.perf_counter()
-            simulate(ms, config=SimConfig.large(args.make_gb))  # ~9 s per GB
-            print(f"simulated {ms} in {time.perf_counter() - t0:.1f} s")
+            simulate_large(ms, args.make_gb)
     if not ms:
         ap.error("give --ms or --make-gb")
     sel = _selections(ms)

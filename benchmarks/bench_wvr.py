@@ -19,60 +19,12 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 
-import casacore.tables as ct
 import numpy as np
+from _common import best, io_floor, simulate_large, warm_cache
 
 from fastcal.ms import open_ms
 from fastcal.wvr import solve_wvr
-
-
-def warm_cache(path: str) -> int:
-    total = 0
-    for root, _, files in os.walk(path):
-        for name in files:
-            with open(os.path.join(root, name), "rb") as f:
-                while chunk := f.read(16 << 20):
-                    total += len(chunk)
-    return total
-
-
-def best(fn, repeat: int) -> tuple[float, object]:
-    out, times = None, []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), out
-
-
-def io_floor(path: str, ddids: list[int], block_bytes: int = 64 << 20) -> float:
-    """Read DATA and write CORRECTED_DATA for every row of `ddids` (seconds)."""
-    t0 = time.perf_counter()
-    with ct.table(path, readonly=False, ack=False) as t:
-        if "CORRECTED_DATA" not in t.colnames():
-            desc = t.getcoldesc("DATA")
-            desc["name"] = "CORRECTED_DATA"
-            t.addcols(
-                ct.maketabdesc(ct.makecoldesc("CORRECTED_DATA", desc)),
-                {
-                    "TYPE": "TiledShapeStMan",
-                    "NAME": "CorrTiled",
-                    "SPEC": {"DEFAULTTILESHAPE": [2, 128, 1024]},
-                },
-            )
-        ddid = t.getcol("DATA_DESC_ID")
-        for dd in ddids:
-            rows = np.flatnonzero(ddid == dd)
-            if rows.size == 0:
-                continue
-            step = max(1, block_bytes // t.getcell("DATA", int(rows[0])).nbytes)
-            for run in np.split(rows, np.flatnonzero(np.diff(rows) != 1) + 1):
-                for s in range(0, run.size, step):
-                    r0, n = int(run[s]), int(min(step, run.size - s))
-                    t.putcol("CORRECTED_DATA", t.getcol("DATA", r0, n), r0, n)
-    return time.perf_counter() - t0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,13 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.ms:
         path = args.ms
     else:
-        from fastcal.simulate import SimConfig, simulate
-
         tmp = tempfile.mkdtemp(prefix="bench-wvr-")
         path = os.path.join(tmp, "big.ms")
-        t0 = time.perf_counter()
-        simulate(path, config=SimConfig.large(args.make_gb))
-        print(f"simulated {path} in {time.perf_counter() - t0:.1f} s")
+        simulate_large(path, args.make_gb)
     try:
         size = warm_cache(path)
         info = open_ms(path)

@@ -64,6 +64,33 @@ def chunk():
     return reduction_chunk()
 
 
+def _bench(benchmark, kernel, args):
+    """Time `kernel(*args)` after one untimed call (JIT compilation never measured)."""
+    kernel(*args)
+    benchmark(kernel, *args)
+
+
+def _reduction_args(c, model, jones, jones_flag):
+    """Arguments of average_model / average_point_model for chunk `c` (model: the array or
+    the point-source spectrum)."""
+    return (
+        c["data"],
+        model,
+        c["flag"],
+        c["weight"],
+        c["ant1"],
+        c["ant2"],
+        c["interval_idx"],
+        c["chan_bin"],
+        c["corr_index"],
+        jones,
+        jones_flag,
+        c["jones_time_idx"],
+        True,
+        *c["sums"],
+    )
+
+
 def _record_throughput(benchmark, c):
     mean = benchmark.stats.stats.mean
     benchmark.extra_info["n_vis"] = int(c["data"].size)
@@ -77,48 +104,15 @@ def test_bench_reduction_model_array(benchmark, chunk, pre_apply):
     jones, jflag = (
         (c["jones"], c["jones_flag"]) if pre_apply else (c["jones"][:0], c["jones_flag"][:0])
     )
-    args = (
-        c["data"],
-        c["model"],
-        c["flag"],
-        c["weight"],
-        c["ant1"],
-        c["ant2"],
-        c["interval_idx"],
-        c["chan_bin"],
-        c["corr_index"],
-        jones,
-        jflag,
-        c["jones_time_idx"],
-        True,
-        *c["sums"],
-    )
-    average_model(*args)  # warm the JIT
-    benchmark(average_model, *args)
+    _bench(benchmark, average_model, _reduction_args(c, c["model"], jones, jflag))
     _record_throughput(benchmark, c)
 
 
 def test_bench_reduction_point_model(benchmark, chunk):
     c = chunk
     spec = np.ones((c["data"].shape[1], 2))
-    args = (
-        c["data"],
-        spec,
-        c["flag"],
-        c["weight"],
-        c["ant1"],
-        c["ant2"],
-        c["interval_idx"],
-        c["chan_bin"],
-        c["corr_index"],
-        c["jones"],
-        c["jones_flag"],
-        c["jones_time_idx"],
-        True,
-        *c["sums"],
-    )
-    average_point_model(*args)
-    benchmark(average_point_model, *args)
+    args = _reduction_args(c, spec, c["jones"], c["jones_flag"])
+    _bench(benchmark, average_point_model, args)
     _record_throughput(benchmark, c)
 
 
@@ -155,24 +149,23 @@ def _record_per_interval(benchmark, n_ant):
     benchmark.extra_info["ms_per_interval"] = benchmark.stats.stats.mean / N_INT * 1e3
 
 
+def _bench_gain_solve(benchmark, n_ant, n_chan):
+    """StEFCal (calmode ap, minblperant 4) on N_INT intervals of `n_chan` channels."""
+    vis, wt, a1, a2, _ = solver_problem(n_ant, n_chan)
+    _bench(benchmark, solve_gains, (vis, wt, a1, a2, n_ant, CALMODE_AP, False, 4, 0.0, 100, 1e-8))
+    _record_per_interval(benchmark, n_ant)
+
+
 @pytest.mark.parametrize("n_ant", [8, 16, 32, 64])
 def test_bench_gain_solve_per_interval(benchmark, n_ant):
     """gaincal G, calmode ap: one channel, two pols, per interval."""
-    vis, wt, a1, a2, _ = solver_problem(n_ant, 1)
-    args = (vis, wt, a1, a2, n_ant, CALMODE_AP, False, 4, 0.0, 100, 1e-8)
-    solve_gains(*args)
-    benchmark(solve_gains, *args)
-    _record_per_interval(benchmark, n_ant)
+    _bench_gain_solve(benchmark, n_ant, 1)
 
 
 @pytest.mark.parametrize("n_ant", [8, 64])
 def test_bench_bandpass_solve_per_interval(benchmark, n_ant):
     """bandpass B: 64 solution channels, two pols, per interval."""
-    vis, wt, a1, a2, _ = solver_problem(n_ant, 64)
-    args = (vis, wt, a1, a2, n_ant, CALMODE_AP, False, 4, 0.0, 100, 1e-8)
-    solve_gains(*args)
-    benchmark(solve_gains, *args)
-    _record_per_interval(benchmark, n_ant)
+    _bench_gain_solve(benchmark, n_ant, 64)
 
 
 @pytest.mark.parametrize("n_ant", [8, 16, 32, 64])
@@ -180,6 +173,5 @@ def test_bench_delay_solve_per_interval(benchmark, n_ant):
     """gaincal K: 64 channels of 15.6 MHz, two pols, FFT + Gauss-Newton, per interval."""
     vis, wt, a1, a2, freqs = solver_problem(n_ant, 64, delays=True)
     args = (vis, wt, a1, a2, n_ant, freqs, freqs[32], np.array([0], np.int32), True, 30, 1e-8)
-    solve_delays(*args)
-    benchmark(solve_delays, *args)
+    _bench(benchmark, solve_delays, args)
     _record_per_interval(benchmark, n_ant)

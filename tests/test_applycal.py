@@ -184,7 +184,8 @@ def test_applymodes(sim, copy_ms):
     c = _cols(ms, "FLAG", "DATA", "CORRECTED_DATA", "ANTENNA1", "ANTENNA2", spws=sci)
     assert not c["FLAG"].any() and rep.n_uncalibrated > 0 and rep.flag_version is None
     bad = (c["ANTENNA1"] == 1) | (c["ANTENNA2"] == 1)
-    np.testing.assert_array_equal(c["CORRECTED_DATA"][bad], c["DATA"][bad])
+    auto1 = (c["ANTENNA1"] == 1) & (c["ANTENNA2"] == 1)
+    np.testing.assert_array_equal(c["CORRECTED_DATA"][auto1], c["DATA"][auto1])  # J_1 taken as 1
     assert not np.allclose(c["CORRECTED_DATA"][~bad], c["DATA"][~bad])
     with pytest.raises(ParameterError, match="applymode='bogus'"):
         applycal(ms, [g], applymode="bogus")
@@ -341,20 +342,47 @@ def test_spectral_weights_are_calibrated_per_channel(tmp_path):
     from fastcal.simulate import SimConfig, simulate
 
     path = tmp_path / "ws.ms"
-    truth = simulate(path, config=SimConfig.tiny(seed=9).replace(
-        tsys=False, wvr=False, dry_residual=False, delays=False, weight_spectrum=True))
+    truth = simulate(
+        path,
+        config=SimConfig.tiny(seed=9).replace(
+            tsys=False, wvr=False, dry_residual=False, delays=False, weight_spectrum=True
+        ),
+    )
     sci = [int(s) for s in truth.science_spw_ids]
-    g = CalTable.from_solutions("G Jones", {s: truth.gains[:, :, i, :][:, :, None, :] for i, s in enumerate(sci)},
-                                times=truth.time, ms=path)
-    b = CalTable.from_solutions("B Jones", {s: truth.bandpass[i][None] for i, s in enumerate(sci)},
-                                times=truth.time[:1], ms=path)
-    rep = applycal(path, [g, b], interp=["nearest", "nearest"], spw=",".join(map(str, sci)), flagbackup=False)
+    g = CalTable.from_solutions(
+        "G Jones",
+        {s: truth.gains[:, :, i, :][:, :, None, :] for i, s in enumerate(sci)},
+        times=truth.time,
+        ms=path,
+    )
+    b = CalTable.from_solutions(
+        "B Jones",
+        {s: truth.bandpass[i][None] for i, s in enumerate(sci)},
+        times=truth.time[:1],
+        ms=path,
+    )
+    rep = applycal(
+        path, [g, b], interp=["nearest", "nearest"], spw=",".join(map(str, sci)), flagbackup=False
+    )
     assert "WEIGHT_SPECTRUM" in rep.columns_written
     for i, s in enumerate(sci):
-        c = _cols(path, "WEIGHT_SPECTRUM", "SIGMA", "WEIGHT", "TIME", "ANTENNA1", "ANTENNA2", spws=[s])
+        c = _cols(
+            path, "WEIGHT_SPECTRUM", "SIGMA", "WEIGHT", "TIME", "ANTENNA1", "ANTENNA2", spws=[s]
+        )
         ti = truth.time_index(c["TIME"])
         gp = truth.gains[ti, c["ANTENNA1"], i][:, None, :] * truth.bandpass[i][c["ANTENNA1"]]
         gq = truth.gains[ti, c["ANTENNA2"], i][:, None, :] * truth.bandpass[i][c["ANTENNA2"]]
         expect = np.abs(gp * gq) ** 2 / c["SIGMA"][:, None, [0, -1]] ** 2
         np.testing.assert_allclose(c["WEIGHT_SPECTRUM"][:, :, [0, -1]], expect, rtol=1e-4)
         np.testing.assert_allclose(c["WEIGHT"], np.median(c["WEIGHT_SPECTRUM"], axis=1), rtol=1e-6)
+
+
+def test_channel_selection_calibrates_only_those_channels(sim, copy_ms):
+    path, truth, sci, tabs = sim
+    ms = copy_ms(path)
+    rep = applycal(ms, [tabs["G"]], spw=f"{sci[0]}:2~5", flagbackup=False)
+    assert rep.n_samples == rep.n_rows * 4 * 2
+    c = _cols(ms, "DATA", "CORRECTED_DATA", spws=[sci[0]])
+    np.testing.assert_array_equal(c["CORRECTED_DATA"][:, :2], c["DATA"][:, :2])
+    np.testing.assert_array_equal(c["CORRECTED_DATA"][:, 6:], c["DATA"][:, 6:])
+    assert not np.allclose(c["CORRECTED_DATA"][:, 2:6], c["DATA"][:, 2:6])

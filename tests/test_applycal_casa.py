@@ -1,6 +1,7 @@
 """Parity with casatasks.applycal (CASA 6.7, run in a subprocess): CORRECTED_DATA, WEIGHT and
 FLAG for the same tables and parameters, including linear/nearest time and frequency
-interpolation, flagged solutions, linearPD with spwmap, B TSYS with spwmap, and calwt."""
+interpolation (incl. linearflag), flagged solutions, calonly, linearPD with spwmap, B TSYS
+with spwmap, and calwt."""
 
 from __future__ import annotations
 
@@ -49,6 +50,14 @@ def scenario(tmp_path_factory):
             flag=bflag,
         ).write(d / "p.B")
     )
+    dflag = {s: np.zeros(g[s].shape, bool) for s in sci}
+    for s in sci:
+        dflag[s][:, 1] = True  # antenna 1 flagged at every time
+    tabs["Gdead"] = str(
+        CalTable.from_solutions("G Jones", g, times=truth.time[every], ms=path, flag=dflag).write(
+            d / "p.Gdead"
+        )
+    )
     tabs["K"] = str(
         CalTable.from_solutions(
             "K Jones",
@@ -86,6 +95,15 @@ def scenario(tmp_path_factory):
             calwt=[True, True, False],
         ),
         "pd": dict(gaintable=[tabs["T"]], interp=["linearPD"], spwmap=[pd_map], calwt=[True]),
+        # calonly with a whole antenna flagged (partial flags in calonly differ from CASA: see
+        # docs/applycal.md)
+        "calonly": dict(
+            gaintable=[tabs["Gdead"]],
+            interp=["linear"],
+            spwmap=[],
+            calwt=[True],
+            applymode="calonly",
+        ),
         "tsys": dict(
             gaintable=[tabs["TSYS"], tabs["G"]],
             interp=["linear,linear", "nearest"],
@@ -107,7 +125,8 @@ def scenario(tmp_path_factory):
     for _mine, theirs, kw in results.values():
         script += (
             f"applycal(vis={str(theirs)!r}, spw={spw!r}, flagbackup=False, gaintable={kw['gaintable']!r}, "
-            f"interp={kw['interp']!r}, spwmap={kw['spwmap']!r}, calwt={kw['calwt']!r})\n"
+            f"interp={kw['interp']!r}, spwmap={kw['spwmap']!r}, calwt={kw['calwt']!r}, "
+            f"applymode={kw.get('applymode', 'calflag')!r})\n"
         )
     script += "emit({'ok': True})\n"
     run_casa(script, cwd=d)
@@ -124,7 +143,7 @@ def _read(ms, spw):
     return out
 
 
-@pytest.mark.parametrize("case", ["gbk", "pd", "tsys"])
+@pytest.mark.parametrize("case", ["gbk", "pd", "calonly", "tsys"])
 def test_matches_casa_applycal(scenario, case):
     results, sci = scenario
     mine, theirs, _ = results[case]

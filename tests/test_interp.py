@@ -423,3 +423,28 @@ def test_time_gap_and_parameter_errors(ms):
         prepare_gaintables(info, [tab], spwmap=[[-3]])
     with pytest.raises(ParameterError, match="calwt"):
         prepare_gaintables(info, [tab], calwt=["yes"])
+
+
+def test_tsys_table_without_spwmap_is_mapped_by_baseband(ms):
+    path, truth, info = ms
+    tsys = {int(b): truth.syscal_tsys[:, k] for k, b in enumerate(truth.tsys_spw_ids)}
+    tab = CalTable.from_solutions("B TSYS", tsys, times=truth.syscal_time, ms=path)
+    sci = _sci(truth)
+    specs = prepare_gaintables(info, [tab], spws=sci)
+    assert [specs[0].cal_spw(s) for s in sci] == [int(t) for t in truth.science_tsys_spw]
+    explicit = prepare_gaintables(info, [tab], spwmap=[[0, 1, 2, 1, 1]])
+    assert explicit[0].spwmap == (0, 1, 2, 1, 1)
+
+
+def test_multiband_delay_pivots_on_zero_frequency(ms):
+    path, truth, info = ms
+    spw = _sci(truth)[0]
+    n_ant = len(info.antennas)
+    tau = np.zeros((1, n_ant, 1, 2))
+    tau[0, 3, 0, :] = 0.01  # ns
+    tab = CalTable.from_solutions(
+        "KMBD Jones", {spw: tau}, times=np.array([truth.time[0]]), ms=path
+    )
+    cj = _jones(prepare_gaintables(info, [tab]), info, spw, [truth.time[0]])
+    freq = info.spws[spw].chan_freq
+    np.testing.assert_allclose(cj.jones[0, 3, :, 1], np.exp(2j * np.pi * 0.01e-9 * freq), atol=1e-4)

@@ -176,3 +176,23 @@ def test_shadow_tolerance_allows_overlap(shadow_ms, copy_ms):
     assert s.new["shadow"] == 0
     with pytest.raises(ParameterError, match="tolerance=-1"):
         flag_deterministic(str(path), tolerance=-1.0)
+
+
+@pytest.mark.filterwarnings("ignore:refant .* has no usable solution:UserWarning")
+def test_lowgainflag_flags_the_low_amplitude_antenna(tmp_path):
+    from fastcal.pipeline import run
+
+    path = tmp_path / "lowamp.ms"
+    simulate(path, config=SimConfig.tiny(seed=3, n_ant=7, bad_antennas=[(2, "low_amp")]))
+    ctx = run(path, str(tmp_path / "o"), stages=["importdata", "refant", "lowgainflag"]).context
+    info = open_ms(path)
+    bad = info.antenna_names[2]
+    out = ctx.results["lowgainflag"]["outputs"]["flagged"]
+    assert set(out) == {str(s) for s in ctx.science_spws}
+    assert all(v == [bad] for v in out.values())
+    assert bad not in ctx.refant and len(ctx.refant) == 6
+    c = _columns(path, "FLAG", "ANTENNA1", "ANTENNA2", "DATA_DESC_ID")
+    spw = _row_spw(info, c["DATA_DESC_ID"])
+    for r, f in enumerate(c["FLAG"]):
+        has = 2 in (c["ANTENNA1"][r], c["ANTENNA2"][r])
+        assert f.all() == (has and spw[r] in ctx.science_spws) and f.any() == f.all()

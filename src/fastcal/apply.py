@@ -10,8 +10,9 @@
 * ``calwt``: WEIGHT (and WEIGHT_SPECTRUM when it holds values) = 1/SIGMA^2 (SIGMA_SPECTRUM
   when present) times the weight scale of the calwt tables, so a re-run gives the same
   weights; without any calwt table WEIGHT is not touched;
-* flagged or missing solutions flag the data (calflag/flagonly); in calonly they are left
-  uncorrected and counted in :attr:`ApplyReport.n_uncalibrated` (logged as a warning).
+* flagged or missing solutions flag the data (calflag/flagonly); in calonly (as CASA) the
+  flagged antenna's term is taken as 1 (the partner's correction is still applied), and the
+  samples are counted in :attr:`ApplyReport.n_uncalibrated` (logged as a warning).
 
 Safety: everything is validated before the first write; the MS is locked against other
 fastcal writers for the whole run (``<vis>/fastcal.lock``: a second writer fails at once with
@@ -110,7 +111,8 @@ class ApplyReport:
         Unflagged samples whose solution is flagged or missing (flagged by calflag/flagonly;
         in trial mode: would be flagged).
     n_uncalibrated : int
-        calonly: unflagged samples left uncorrected because their solution is flagged.
+        calonly: unflagged samples whose solution is flagged on at least one antenna (that
+        antenna's term is taken as 1, as CASA does; they are not flagged).
     flag_version : str or None
         Name of the flag backup made before flags changed.
     columns_written : tuple of str
@@ -518,8 +520,8 @@ def _applycal_locked(
     report.columns_written = tuple(cols)
     if report.n_uncalibrated:
         logger.warning(
-            "applycal calonly: %d unflagged samples of %s have flagged solutions and were left "
-            "uncalibrated (not flagged)",
+            "applycal calonly: %d unflagged samples of %s have flagged solutions; the flagged "
+            "antenna's term was taken as 1 (as CASA does) and they were not flagged",
             report.n_uncalibrated,
             info.path,
         )
@@ -665,6 +667,7 @@ def _process_block(
         times=ut,
         chan_freq=chunk.freq,
         n_ant=n_ant,
+        spectral_wscale=bool(chunk._has_wtsp),
     )
     spectral = bool(chunk._has_wtsp)
     n_row, n_chan, n_corr = flag.shape
@@ -672,11 +675,10 @@ def _process_block(
         weight = sigma.weights(rows, chunk.chan, info.spws[chunk.spw_id].num_chan, n_corr, spectral)
     else:
         weight = np.ones((n_row, 1, n_corr), np.float32)
-    ws = cj.wscale if cj.wscale is not None else np.ones((1, 1, 1, 2), np.float32)
-    wsm = cj.wscale_mean if cj.wscale_mean is not None else np.ones((1, 1, 1, 2), np.float32)
-    if cj.wscale is None:
-        ws = np.broadcast_to(ws, cj.jones.shape)
-        wsm = np.broadcast_to(wsm, cj.jones.shape[:2] + (1, 2))
+    # the kernel reads wscale only for spectral weights and wscale_mean only with calwt
+    dummy = np.ones((1, 1, 1, 2), np.float32)
+    ws = cj.wscale if cj.wscale is not None else dummy
+    wsm = cj.wscale_mean if cj.wscale_mean is not None else dummy
     # in place: the block's arrays are not used afterwards (saves page faults and bandwidth)
     out_data, out_flag, out_weight = data, flag, weight
     counts = np.zeros(N_COUNTS, np.int64)

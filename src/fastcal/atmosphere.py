@@ -45,6 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastcal.errors import ParameterError
+from fastcal.geometry import gmst_rad
 
 __all__ = [
     "C_LIGHT",
@@ -54,8 +55,11 @@ __all__ = [
     "PATH_PER_PWV",
     "DRY_OPACITY_183",
     "N_SUB",
+    "H2O_LINES_MPM89",
     "LayerFit",
     "wvr_channel_samples",
+    "vvw_shape",
+    "h2o_line_opacity_per_mm",
     "water_opacity_per_mm",
     "model_brightness",
     "fit_layer",
@@ -85,8 +89,9 @@ _WET_CONT_PER_MM_100 = 0.0075  # water continuum, tau per mm PWV at 100 GHz, ~nu
 _R_VAPOUR = 461.5  # J / (kg K)
 _DB_PER_NEPER = 10.0 / np.log(10.0)
 
-# H2O lines after Liebe (1989, MPM89): f0 (GHz), b1 (kHz/kPa), b2, b3 (MHz/kPa)
-_H2O_LINES = np.array(
+#: H2O lines after Liebe (1989, MPM89), one row per line: f0 (GHz), b1 (kHz/kPa), b2,
+#: b3 (MHz/kPa). Shared with the simulator's multi-layer atmosphere (read-only).
+H2O_LINES_MPM89 = np.array(
     [
         [22.235080, 0.1090, 2.143, 28.11],
         [183.310074, 2.3000, 0.668, 28.13],
@@ -103,6 +108,7 @@ _H2O_LINES = np.array(
         [987.926764, 138.00, 0.258, 29.85],
     ]
 )
+H2O_LINES_MPM89.setflags(write=False)
 
 # Parameter bounds of the retrieval: PWV (mm), T (K), P (kPa).
 _LOWER = np.array([0.01, 200.0, 5.0])
@@ -167,13 +173,28 @@ def wvr_channel_samples(n_sub: int = N_SUB) -> np.ndarray:
     return out
 
 
-def water_opacity_per_mm(freq_hz: np.ndarray, t_k: float, p_kpa: float) -> np.ndarray:
-    """Opacity per mm of water-vapour column of a single layer (lines + continuum).
+def vvw_shape(nu_ghz: np.ndarray, f0_ghz: np.ndarray, gamma_ghz: np.ndarray) -> np.ndarray:
+    """Van Vleck-Weisskopf line shape (1/GHz) in MPM's normalisation (no 1/pi).
+
+    ``(nu/f0) [gamma / ((f0 - nu)^2 + gamma^2) + gamma / ((f0 + nu)^2 + gamma^2)]``; the
+    arguments broadcast (frequency, line centre and pressure width, all GHz).
+    """
+    return (nu_ghz / f0_ghz) * (
+        gamma_ghz / ((f0_ghz - nu_ghz) ** 2 + gamma_ghz**2)
+        + gamma_ghz / ((f0_ghz + nu_ghz) ** 2 + gamma_ghz**2)
+    )
+
+
+def h2o_line_opacity_per_mm(nu_ghz: np.ndarray, t_k: float, p_kpa: float) -> np.ndarray:
+    """Opacity of the MPM89 H2O lines per mm of water column in an isothermal layer.
+
+    No continuum. The layer thickness cancels: only the column (1 mm PWV = 1 kg m^-2)
+    matters. A stratified atmosphere is a weighted sum of such layers.
 
     Parameters
     ----------
-    freq_hz : numpy.ndarray
-        Frequencies (Hz), any shape F.
+    nu_ghz : numpy.ndarray
+        Frequencies (GHz), any shape F.
     t_k : float
         Layer temperature (K).
     p_kpa : float
@@ -184,20 +205,30 @@ def water_opacity_per_mm(freq_hz: np.ndarray, t_k: float, p_kpa: float) -> np.nd
     numpy.ndarray
         float64, shape F, nepers per mm PWV.
     """
-    nu = np.asarray(freq_hz, dtype=np.float64) / 1e9
+    nu = np.asarray(nu_ghz, dtype=np.float64)
     theta = 300.0 / t_k
-    f0 = _H2O_LINES[:, 0]
+    f0 = H2O_LINES_MPM89[:, 0]
     # MPM89: N'' = S F (ppm), S = b1 e theta^3.5 exp(b2 (1 - theta)) with the partial pressure
     # e = rho_v R_v T; alpha = 0.1820 nu N'' dB/km. For a layer of thickness H holding 1 kg/m^2
     # rho_v = 1/H and tau = alpha H: H cancels, leaving e*H = R_v T (Pa m) = R_v T / 1000 kPa m.
     e_h = _R_VAPOUR * t_k / 1000.0  # kPa * m per (kg/m^2)
-    strength = _H2O_LINES[:, 1] * theta**3.5 * np.exp(_H2O_LINES[:, 2] * (1.0 - theta))
-    gamma = _H2O_LINES[:, 3] * 1e-3 * p_kpa * theta**0.8  # GHz
-    x = nu[..., None]
-    shape = (x / f0) * (gamma / ((f0 - x) ** 2 + gamma**2) + gamma / ((f0 + x) ** 2 + gamma**2))
-    n_imag = (strength * shape).sum(axis=-1)  # ppm per kPa of e
-    tau_lines = 0.1820 * nu * n_imag * e_h / 1000.0 / _DB_PER_NEPER
-    return tau_lines + _WET_CONT_PER_MM_100 * (nu / 100.0) ** 2
+    strength = H2O_LINES_MPM89[:, 1] * theta**3.5 * np.exp(
+        H2O_LINES_MPM89[:, 2] * (1.0 - theta)
+    )
+    gamma = H2O_LINES_MPM89[:, 3] * 1e-3 * p_kpa * theta**0.8  # GHz
+    n_imag = (strength * vvw_shape(nu[..., None], f0, gamma)).sum(axis=-1)  # ppm per kPa of e
+    return 0.1820 * nu * n_imag * e_h / 1000.0 / _DB_PER_NEPER
+
+
+def water_opacity_per_mm(freq_hz: np.ndarray, t_k: float, p_kpa: float) -> np.ndarray:
+    """Opacity per mm of water-vapour column of a single layer (lines + continuum).
+
+    :func:`h2o_line_opacity_per_mm` (same `t_k` in K, `p_kpa` in kPa) with the frequencies
+    `freq_hz` (any shape F) in Hz, plus the water continuum. Returns float64, shape F,
+    nepers per mm PWV.
+    """
+    nu = np.asarray(freq_hz, dtype=np.float64) / 1e9
+    return h2o_line_opacity_per_mm(nu, t_k, p_kpa) + _WET_CONT_PER_MM_100 * (nu / 100.0) ** 2
 
 
 def _check_el(elevation_rad: np.ndarray) -> np.ndarray:
@@ -428,14 +459,6 @@ def _geodetic(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lat, lon
 
 
-def _gmst_rad(mjd_s: np.ndarray) -> np.ndarray:
-    """Greenwich mean sidereal time (rad) at UTC MJD seconds (IAU 1982, UT1 = UTC)."""
-    d = np.asarray(mjd_s, dtype=np.float64) / 86400.0 - 51544.5  # days from J2000.0
-    tc = d / 36525.0
-    gmst_s = 67310.54841 + (876600.0 * 3600.0 + 8640184.812866) * tc + 0.093104 * tc**2
-    return np.mod(gmst_s / 86400.0 * 2 * np.pi, 2 * np.pi)
-
-
 def azel(
     mjd_s: np.ndarray, ra_rad: np.ndarray, dec_rad: np.ndarray, itrf_m: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -456,7 +479,7 @@ def azel(
         float64 azimuth and elevation.
     """
     lat, lon = _geodetic(np.asarray(itrf_m, dtype=np.float64))
-    ha = _gmst_rad(mjd_s) + lon - np.asarray(ra_rad)
+    ha = gmst_rad(mjd_s) + lon - np.asarray(ra_rad)
     dec = np.asarray(dec_rad, dtype=np.float64)
     sin_el = np.sin(lat) * np.sin(dec) + np.cos(lat) * np.cos(dec) * np.cos(ha)
     el = np.arcsin(np.clip(sin_el, -1.0, 1.0))

@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "solve antenna gains (G, T) or delays (K), as CASA gaincal", "gaincal")
     _add_module_command(sub, "bandpass", "fastcal.solve",
                         "solve a per-channel bandpass, as CASA bandpass", "bandpass")
+    _add_module_command(sub, "applycal", "fastcal.apply",
+                        "apply calibration tables (or an ALMA calapply.txt via --calapply) "
+                        "to CORRECTED_DATA")
     _add_module_command(sub, "tsys", "fastcal.tsys",
                         "build (and flag) a B TSYS table from SYSCAL; print the Tsys spwmap")
     _add_module_command(sub, "antpos", "fastcal.antpos",
@@ -104,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_module_command(sub, "fluxscale", "fastcal.fluxscale",
                         "bootstrap calibrator flux densities from a G/T table")
 
+    _add_module_command(sub, "pipeline", "fastcal.pipeline",
+                        "run the ALMA-style calibration recipe (QA, weblog, delivery package)")
     _add_module_command(sub, "weblog", "fastcal.report.weblog",
                         "re-render the HTML weblog of a pipeline output directory")
 

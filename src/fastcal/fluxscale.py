@@ -244,48 +244,40 @@ def casa_median(values: np.ndarray, n_total: int) -> float:
     return float(v[k])
 
 
+def _subtable_names(tab: CalTable, subtable: str) -> list[str] | None:
+    """NAME column of `subtable` (e.g. ``"FIELD"``): the table's in-memory copy, else its
+    MS's; None if neither has one."""
+    if tab.subtables and subtable in tab.subtables:
+        names = tab.subtables[subtable].columns.get("NAME")
+        if names is not None:
+            return [str(x) for x in names]
+    if tab.ms_path and os.path.isdir(os.path.join(tab.ms_path, subtable)):
+        import casacore.tables as ct
+
+        with ct.table(os.path.join(tab.ms_path, subtable), ack=False) as t:
+            return [str(x) for x in t.getcol("NAME")] if t.nrows() else []
+    return None
+
+
 def _field_names(tab: CalTable, vis: Any) -> list[str]:
     if vis is not None:
         from fastcal.ms import open_ms
 
         return list(open_ms(vis).field_names)
-    if tab.subtables and "FIELD" in tab.subtables:
-        names = tab.subtables["FIELD"].columns.get("NAME")
-        if names is not None:
-            return [str(x) for x in names]
-    if tab.ms_path and os.path.isdir(os.path.join(tab.ms_path, "FIELD")):
-        import casacore.tables as ct
-
-        with ct.table(os.path.join(tab.ms_path, "FIELD"), ack=False) as t:
-            return [str(x) for x in t.getcol("NAME")] if t.nrows() else []
+    names = _subtable_names(tab, "FIELD")
+    if names is not None:
+        return names
     n = int(tab.field_id.max()) + 1 if tab.nrow else 0
     return [f"field{i}" for i in range(n)]
 
 
 def _antenna_names(tab: CalTable) -> list[str]:
-    if tab.subtables and "ANTENNA" in tab.subtables:
-        names = tab.subtables["ANTENNA"].columns.get("NAME")
-        if names is not None:
-            return [str(x) for x in names]
-    if tab.ms_path and os.path.isdir(os.path.join(tab.ms_path, "ANTENNA")):
-        import casacore.tables as ct
-
-        with ct.table(os.path.join(tab.ms_path, "ANTENNA"), ack=False) as t:
-            return [str(x) for x in t.getcol("NAME")] if t.nrows() else []
-    return [str(i) for i in range(tab.n_ant)]
+    names = _subtable_names(tab, "ANTENNA")
+    return names if names is not None else [str(i) for i in range(tab.n_ant)]
 
 
 def _spw_names(tab: CalTable) -> dict[int, str]:
-    if tab.subtables and "SPECTRAL_WINDOW" in tab.subtables:
-        names = tab.subtables["SPECTRAL_WINDOW"].columns.get("NAME")
-        if names is not None:
-            return {i: str(x) for i, x in enumerate(names)}
-    if tab.ms_path and os.path.isdir(os.path.join(tab.ms_path, "SPECTRAL_WINDOW")):
-        import casacore.tables as ct
-
-        with ct.table(os.path.join(tab.ms_path, "SPECTRAL_WINDOW"), ack=False) as t:
-            return {i: str(x) for i, x in enumerate(t.getcol("NAME"))} if t.nrows() else {}
-    return {}
+    return dict(enumerate(_subtable_names(tab, "SPECTRAL_WINDOW") or []))
 
 
 def _items(value: Any) -> list[str]:

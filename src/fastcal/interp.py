@@ -448,6 +448,9 @@ def prepare_gaintables(
             )
         )
     specs.sort(key=lambda s: (s.order, s.index))
+    for s in specs:
+        if s.vis_cal == "B TSYS" and not s.spwmap:
+            _auto_tsys_spwmap(s, info)
     if spws is not None:
         for s in specs:
             for spw in spws:
@@ -455,6 +458,30 @@ def prepare_gaintables(
     for s in specs:
         logger.debug("apply %s", s.describe())
     return specs
+
+
+def _auto_tsys_spwmap(spec: ApplySpec, info: MSInfo) -> None:
+    """A B TSYS table given without spwmap: map the MS spws it has no solutions for onto the
+    Tsys spw of their baseband that covers them (CASA's ``tsysspwmap`` rule, as the ALMA
+    pipeline does; CASA itself would need the spwmap). Logged; an explicit spwmap overrides."""
+    from fastcal.tsys import tsys_spwmap  # local: fastcal.tsys is a heavier module
+
+    have = set(spec.table.spw_ids.tolist())
+    if all(sp.id in have for sp in info.spws if info.spw_roles.get(sp.id) == "science"):
+        return
+    try:
+        mapping = tsys_spwmap(info, spec.table, trim=True)
+    except Exception as exc:  # noqa: BLE001 - a convenience only: fall back to CASA's identity
+        logger.info("%s: no automatic Tsys spwmap (%s); give spwmap explicitly", spec.name, exc)
+        return
+    if any(m != i and m in have for i, m in enumerate(mapping)):
+        spec.spwmap = tuple(int(m) for m in mapping)
+        logger.info(
+            "%s: B TSYS table without spwmap: using the Tsys spwmap %s (same baseband, covering "
+            "frequency range); pass spwmap=[...] to override",
+            spec.name,
+            list(spec.spwmap),
+        )
 
 
 def _check_spw(spec: ApplySpec, spw_id: int) -> int:
@@ -604,7 +631,7 @@ class ChunkJones:
         True = the solution is flagged or missing: flag the data.
     wscale : float32, same shape, or None
         Weight scale per antenna/receptor (|J|^2 of the calwt=True tables; 1 where flagged).
-        None when no table has calwt=True.
+        None when no table has calwt=True (or ``spectral_wscale=False``).
     wscale_mean : float32 (n_utime, n_ant, 1, n_rec) or None
         Channel-averaged weight scale for channel-independent weights (CASA: Tsys 1/mean(Tsys)
         over unflagged channels, B mean of |J|^2 over unflagged channels).
@@ -779,7 +806,9 @@ def _term_eval(
             mean_ws = cal_mean_ws
     elif vt in ("K Jones", "KMBD Jones"):
         cspw = spec.cal_spw(spw_id)
-        if spec.table.casa_version is None or spec.table.casa_version in _OLD_K_VERSIONS:
+        if vt == "KMBD Jones":  # CASA KMBDJones::setApply: multi-band delays pivot on 0 Hz
+            nu_ref = 0.0
+        elif spec.table.casa_version is None or spec.table.casa_version in _OLD_K_VERSIONS:
             nu_ref = _ref_freq(spec.table, cspw, info)
         else:
             nu_ref = sl.chan_freq[sl.chan_freq.size // 2]
@@ -823,6 +852,7 @@ def chunk_jones(
     times: np.ndarray,
     chan_freq: np.ndarray,
     n_ant: int,
+    spectral_wscale: bool = True,
 ) -> ChunkJones:
     """Evaluate the product of all tables for one chunk of data.
 
@@ -840,6 +870,9 @@ def chunk_jones(
         Data channel frequencies (Hz).
     n_ant : int
         Antennas in the MS (output antenna axis).
+    spectral_wscale : bool
+        Compute the per-channel ``wscale`` (needed for WEIGHT_SPECTRUM only); False returns
+        ``wscale=None`` and only ``wscale_mean`` (cheaper).
 
     Returns
     -------
@@ -857,29 +890,26 @@ def chunk_jones(
         (s, *_term(s, info, spw_id, field_id, observation_id, times, chan_freq)) for s in specs
     ]
     n_c = max([j.shape[2] for _, j, _, _ in terms], default=1)
-    jones = np.ones((n_u, n_ant, n_c, 2), np.complex128)
+    jones = np.ones((n_u, n_ant, n_c, 2), np.complex64)
     flag = np.zeros((n_u, n_ant, n_c, 2), bool)
     any_wt = any(s.calwt for s in specs)
-    wscale = np.ones((n_u, n_ant, n_c, 2), np.float64) if any_wt else None
-    wmean = np.ones((n_u, n_ant, 1, 2), np.float64) if any_wt else None
+    wscale = np.ones((n_u, n_ant, n_c, 2), np.float32) if any_wt and spectral_wscale else None
+    wmean = np.ones((n_u, n_ant, 1, 2), np.float32) if any_wt else None
     for s, j, f, mws in terms:
         na = min(n_ant, j.shape[1])
         jones[:, :na] *= j[:, :na]
         flag[:, :na] |= f[:, :na]
         if na < n_ant:  # antennas the table does not know: flagged
             flag[:, na:] = True
-        if s.calwt:
-            a2 = np.where(f[:, :na], 1.0, np.abs(j[:, :na]) ** 2)
-            wscale[:, :na] *= a2
-            if mws is None:
-                mws = a2 if a2.shape[2] == 1 else None
-            if mws is None:  # channel-dependent phase-only terms (K, KAntPos): |J| = 1
-                mws = np.ones((n_u, na, 1, 2))
-            wmean[:, :na] *= np.where(f[:, :na].all(axis=2, keepdims=True), 1.0, mws[:, :na])
-    return ChunkJones(
-        jones=jones.astype(np.complex64),
-        flag=flag,
-        wscale=None if wscale is None else wscale.astype(np.float32),
-        wscale_mean=None if wmean is None else wmean.astype(np.float32),
-        times=times,
-    )
+        if not s.calwt:
+            continue
+        if wscale is not None:
+            wscale[:, :na] *= np.where(f[:, :na], 1.0, np.abs(j[:, :na]) ** 2)
+        if mws is None:  # single-channel terms: |J|^2; channel-dependent phase-only (K, KAntPos): 1
+            mws = (
+                np.where(f[:, :na], 1.0, np.abs(j[:, :na]) ** 2)
+                if j.shape[2] == 1
+                else np.ones((n_u, na, 1, 2))
+            )
+        wmean[:, :na] *= np.where(f[:, :na].all(axis=2, keepdims=True), 1.0, mws[:, :na])
+    return ChunkJones(jones=jones, flag=flag, wscale=wscale, wscale_mean=wmean, times=times)

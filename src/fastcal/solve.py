@@ -1076,6 +1076,18 @@ def _to_caltable(p: _Params, results: dict[int, _SpwResult], info: MSInfo) -> Ca
     )
 
 
+def _validate_and_run(vis: Any, caltable: Any, *, model: ModelArg, apply_args: tuple,
+                      sel_kwargs: dict, overwrite: bool, **options: Any) -> CalTable:
+    """Open `vis` (MS path, MSInfo or VisCache), check the solve `options` (keywords of
+    :func:`_validate_common`) and run the solve: the shared body of the public solvers."""
+    info = vis.info if isinstance(vis, VisCache) else open_ms(vis)
+    p = _validate_common(info, caltable=caltable, overwrite=overwrite, **options)
+    p.apply_args = apply_args
+    if not isinstance(vis, VisCache):
+        vis = info
+    return _run_solve(vis, caltable, p, sel_kwargs, model, overwrite)
+
+
 # =========================================================================== public API
 
 
@@ -1185,16 +1197,12 @@ def solve_gains(
     if gaintype not in ("G", "T", "K"):
         raise ParameterError(f"gaintype={gaintype!r} is invalid; valid: 'G', 'T', 'K' "
                              f"(use solve_bandpass for 'B')")
-    info = vis.info if isinstance(vis, VisCache) else open_ms(vis)
-    p = _validate_common(info, kind=gaintype, solint=solint, combine=combine, refant=refant,
-                         refantmode=refantmode, minblperant=minblperant, minsnr=minsnr,
-                         solnorm=solnorm, calmode=calmode, fillgaps=0, chunk_bytes=chunk_bytes,
-                         parallel=parallel, caltable=caltable, overwrite=overwrite)
-    p.apply_args = (gaintable, gainfield, interp, spwmap)
-    sel_kwargs = _selection_kwargs(field, spw, intent, scan, antenna, timerange)
-    if not isinstance(vis, VisCache):
-        vis = info
-    return _run_solve(vis, caltable, p, sel_kwargs, model, overwrite)
+    return _validate_and_run(
+        vis, caltable, model=model, apply_args=(gaintable, gainfield, interp, spwmap),
+        sel_kwargs=_selection_kwargs(field, spw, intent, scan, antenna, timerange),
+        kind=gaintype, solint=solint, combine=combine, refant=refant, refantmode=refantmode,
+        minblperant=minblperant, minsnr=minsnr, solnorm=solnorm, calmode=calmode, fillgaps=0,
+        chunk_bytes=chunk_bytes, parallel=parallel, overwrite=overwrite)
 
 
 def solve_delays(vis: Any, caltable: Any = None, **kwargs: Any) -> CalTable:
@@ -1257,16 +1265,12 @@ def solve_bandpass(
     """
     if bandtype != "B":
         raise UnsupportedError(f"bandtype={bandtype!r} is not supported; valid: 'B'")
-    info = vis.info if isinstance(vis, VisCache) else open_ms(vis)
-    p = _validate_common(info, kind="B", solint=solint, combine=combine, refant=refant,
-                         refantmode=refantmode, minblperant=minblperant, minsnr=minsnr,
-                         solnorm=solnorm, calmode="ap", fillgaps=fillgaps, chunk_bytes=chunk_bytes,
-                         parallel=parallel, caltable=caltable, overwrite=overwrite)
-    p.apply_args = (gaintable, gainfield, interp, spwmap)
-    sel_kwargs = _selection_kwargs(field, spw, intent, scan, antenna, timerange)
-    if not isinstance(vis, VisCache):
-        vis = info
-    return _run_solve(vis, caltable, p, sel_kwargs, model, overwrite)
+    return _validate_and_run(
+        vis, caltable, model=model, apply_args=(gaintable, gainfield, interp, spwmap),
+        sel_kwargs=_selection_kwargs(field, spw, intent, scan, antenna, timerange),
+        kind="B", solint=solint, combine=combine, refant=refant, refantmode=refantmode,
+        minblperant=minblperant, minsnr=minsnr, solnorm=solnorm, calmode="ap",
+        fillgaps=fillgaps, chunk_bytes=chunk_bytes, parallel=parallel, overwrite=overwrite)
 
 
 # =========================================================================== CLI

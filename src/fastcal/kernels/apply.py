@@ -250,15 +250,20 @@ def apply_rows(
     out_flag : bool (n_row, n_chan, n_corr)
     out_weight : float32 (n_row, n_wchan, n_corr)
     counts : int64 (N_COUNTS,)
-        Accumulated: samples, flagged before, newly flagged, left uncalibrated.
+        Accumulated: samples, flagged before, newly flagged, left (partly) uncalibrated.
+
+    Samples with a flagged (or zero) solution on either antenna are corrected with J = 1 for
+    that antenna and its good partner's J for the other, as casatasks.applycal does; they are
+    flagged unless the mode is CALONLY.
     """
     n_row, n_chan, n_corr = flag.shape
     n_utime, n_ant, n_jchan, n_rec = jones.shape
     n_wchan = weight.shape[1]
     do_cal = mode == MODE_CALFLAG or mode == MODE_CALONLY
     do_flag = mode == MODE_CALFLAG or mode == MODE_FLAGONLY or mode == MODE_TRIAL
-    # inverse Jones (0 where flagged or singular) and "bad" flags, once per block
-    jinv = np.zeros(jones.shape, np.complex64)
+    # inverse Jones and "bad" flags, once per block; a flagged or singular solution counts as
+    # J = 1 (CASA: the other antenna's correction is still applied, e.g. in calonly)
+    jinv = np.ones(jones.shape, np.complex64)
     jbad = np.empty(jones.shape, np.bool_)
     for t in range(n_utime):
         for p in range(n_ant):
@@ -269,50 +274,52 @@ def apply_rows(
                     jbad[t, p, c, a] = bad
                     if not bad:
                         jinv[t, p, c, a] = 1.0 / j
-    n_samp = 0
+    n_samp = n_row * n_chan * n_corr
     n_before = 0
     n_new = 0
     n_uncal = 0
+    ra = corr_rec[:, 0]
+    rb = corr_rec[:, 1]
     for r in range(n_row):
         t = time_idx[r]
-        p = ant1[r]
-        q = ant2[r]
+        jp = jinv[t, ant1[r]]  # (n_jchan, n_rec) views of this row's antennas
+        jq = jinv[t, ant2[r]]
+        bp = jbad[t, ant1[r]]
+        bq = jbad[t, ant2[r]]
         if n_wchan == 1:
             for k in range(n_corr):
                 w = weight[r, 0, k]
                 if calwt:
-                    w = w * wscale_w[t, p, 0, corr_rec[k, 0]] * wscale_w[t, q, 0, corr_rec[k, 1]]
+                    w = w * wscale_w[t, ant1[r], 0, ra[k]] * wscale_w[t, ant2[r], 0, rb[k]]
                 out_weight[r, 0, k] = w
         for c in range(n_chan):
             cj = c if n_jchan > 1 else 0
             for k in range(n_corr):
-                a = corr_rec[k, 0]
-                b = corr_rec[k, 1]
+                a = ra[k]
+                b = rb[k]
                 fin = flag[r, c, k]
-                bad = jbad[t, p, cj, a] or jbad[t, q, cj, b]
-                n_samp += 1
+                bad = bp[cj, a] or bq[cj, b]
                 if fin:
                     n_before += 1
-                fout = fin
                 if bad:
                     if do_flag:
-                        fout = True
+                        out_flag[r, c, k] = True
                         if not fin:
                             n_new += 1
-                    elif not fin:
-                        n_uncal += 1
-                out_flag[r, c, k] = fout
-                if do_cal:
-                    if bad:
-                        out_data[r, c, k] = data[r, c, k]
                     else:
-                        out_data[r, c, k] = data[r, c, k] * (
-                            jinv[t, p, cj, a] * np.conj(jinv[t, q, cj, b])
-                        )
+                        out_flag[r, c, k] = fin
+                        if not fin:
+                            n_uncal += 1
+                    if do_cal:
+                        out_data[r, c, k] = data[r, c, k] * (jp[cj, a] * np.conj(jq[cj, b]))
+                else:
+                    out_flag[r, c, k] = fin
+                    if do_cal:
+                        out_data[r, c, k] = data[r, c, k] * (jp[cj, a] * np.conj(jq[cj, b]))
                 if n_wchan > 1:
                     w = weight[r, c, k]
                     if calwt:
-                        w = w * wscale[t, p, cj, a] * wscale[t, q, cj, b]
+                        w = w * wscale[t, ant1[r], cj, a] * wscale[t, ant2[r], cj, b]
                     out_weight[r, c, k] = w
     counts[0] += n_samp
     counts[1] += n_before

@@ -197,7 +197,8 @@ def run_from_args(args: argparse.Namespace) -> int:
 
     if getattr(args, "list_stages", False):
         for s in alma_recipe():
-            mark = "" if s.implemented else "   [not implemented in this version]"
+            mark = ("   [not implemented in this version]" if not s.implemented
+                    else "   [simplified: see docs/pipeline.md]" if s.simplified else "")
             print(f"{s.name:12s} {s.title}{mark}")
         return EXIT_OK
     if not args.vis or not args.out:

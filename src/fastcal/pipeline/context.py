@@ -366,6 +366,13 @@ class Context:
                     interp=[e.interp for e in es], spwmap=[list(e.spwmap) for e in es],
                     calwt=[bool(e.calwt) for e in es])
 
+    def preapply(self, *names: str) -> dict[str, list]:
+        """Solver pre-apply arguments (``gaintable``, ``gainfield``, ``interp``, ``spwmap``)
+        of the registered tables `names`, in that order (:meth:`tables` without ``calwt``)."""
+        args = self.tables(*names)
+        args.pop("calwt")
+        return args
+
     def register_table(self, name: str, path: str, **apply: Any) -> CalEntry:
         """Register a caltable written by the current stage (see :class:`CalEntry`)."""
         entry = CalEntry(name, os.path.abspath(path), self.current_stage, **apply)

@@ -135,13 +135,9 @@ def _copy_tables(ctx: Context, caldir: str) -> CalLibrary:
 
 
 def _field_intents(info) -> dict[int, list[str]]:
-    out: dict[int, list[str]] = {}
-    for s in info.scans:
-        for f in s.field_ids:
-            for i in s.intents:
-                if i not in out.setdefault(f, []):
-                    out[f].append(i)
-    return out
+    from fastcal.pipeline.stages.applycal import field_intents
+
+    return field_intents(info)
 
 
 def _readme(ctx: Context, rms_rows, qa_rows, notes) -> str:
@@ -160,16 +156,26 @@ def _readme(ctx: Context, rms_rows, qa_rows, notes) -> str:
         L.append(f"  {name:12s} {r.get('status', ''):16s} {r.get('duration_s', 0.0):7.2f} s")
     if ctx.current_stage:
         L.append(f"  {ctx.current_stage:12s} (this package)")
-    L += ["", "Sensitivity (radiometer equation; achieved rms not measured in this version)",
+    achieved = {(r["field"], r["spw"]): r.get("achieved_rms_jy") for r in
+                ctx.results.get("qa", {}).get("outputs", {}).get("sensitivity", [])}
+    L += ["", "Sensitivity (theoretical: radiometer equation; achieved: calibrated target data)",
           "-" * 60, f"  {'field':16s} {'spw':>4s} {'Tsys(K)':>8s} {'BW(MHz)':>8s} {'t(s)':>7s} "
-          f"{'theor. rms (mJy)':>16s}"]
+          f"{'theor.(mJy)':>12s} {'achieved(mJy)':>14s}"]
     for r in rms_rows:
+        a = achieved.get((r["field"], r["spw"]))
+        a_txt = f"{1e3 * a:14.4f}" if a is not None and np.isfinite(a) else f"{'not measured':>14s}"
         L.append(f"  {r['field']:16s} {r['spw']:4d} {r['tsys_k']:8.1f} {r['bandwidth_hz'] / 1e6:8.1f} "
-                 f"{r['time_s']:7.1f} {1e3 * r['rms_jy']:16.4f}")
+                 f"{r['time_s']:7.1f} {1e3 * r['rms_jy']:12.4f} {a_txt}")
     if not rms_rows:
         L.append("  (no target field, or no importdata stage yet)")
-    L += ["", "Calibrator fluxes: not derived in this version (fluxscale not implemented).", "",
-          "QA summary", "----------"]
+    fluxes = ctx.results.get("fluxscale", {}).get("outputs", {}).get("fluxes", {})
+    L += ["", "Calibrator fluxes (fluxscale)", "-" * 29]
+    for name, f in fluxes.items():
+        L.append(f"  {name:16s} {f['flux_jy']:.4f} +- {f['flux_err_jy']:.4f} Jy at "
+                 f"{f['ref_freq_hz'] / 1e9:.3f} GHz, spectral index {f['spix']:.2f}")
+    if not fluxes:
+        L.append("  (fluxscale has not run)")
+    L += ["", "QA summary", "----------"]
     for q in qa_rows:
         L.append(f"  {q['stage']:12s} {q['name']:28s} score {q['score']:.2f} ({q['colour']}): {q['message']}")
     if notes:
@@ -195,7 +201,8 @@ def write_package(ctx: Context) -> dict[str, Any]:
     with open(template, "w", encoding="utf-8") as f:
         f.write(f"# flags added by the fastcal pipeline to {ctx.vis_name} (CASA flagdata list syntax)\n")
         for fr in ctx.flags:
-            f.write(f"# stage {fr.stage}, agent {fr.agent}: {fr.n_new} of {fr.n_total} visibilities\n")
+            of = f" of {fr.n_total}" if fr.n_total else ""
+            f.write(f"# stage {fr.stage}, agent {fr.agent}: {fr.n_new}{of} visibilities newly flagged\n")
             f.write(fr.command + "\n")
     qa_rows = [dict(stage=s, **q) for s, r in ctx.results.items() for q in r.get("qa", [])]
     qadir = os.path.dirname(ctx.path("qa", "x"))

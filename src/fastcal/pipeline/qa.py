@@ -44,6 +44,7 @@ __all__ = [
     "theoretical_rms_jy",
     "sensitivity_score",
     "phase_transfer_score",
+    "flux_deviation_score",
     "worst",
 ]
 
@@ -354,3 +355,25 @@ def phase_transfer_score(scan_phases_deg: Sequence[float] | np.ndarray, *, good_
     return QAScore("phase_transfer", rms, score,
                    f"rms phase change between phase-calibrator scans {rms:.1f} deg", "deg")
 
+
+
+def flux_deviation_score(derived_jy: float, expected_jy: float, field: str = "") -> QAScore:
+    """Derived calibrator flux against its catalogue value (hifa_gfluxscale QA).
+
+    The reference says large deviations "(e.g. > ~10-20 %)" lower the score without exact
+    thresholds; fastcal maps d = |derived/expected - 1|: d <= 10 % -> 1.0; 10-20 % linear
+    1.0 -> 0.66; 20-50 % linear 0.66 -> 0.33; beyond, linear to 0 at 100 %.
+    """
+    if not (derived_jy > 0 and expected_jy > 0):
+        raise ParameterError(f"derived_jy={derived_jy!r}, expected_jy={expected_jy!r}; valid: positive fluxes")
+    d = abs(derived_jy / expected_jy - 1.0)
+    if d <= 0.1:
+        score = 1.0
+    elif d <= 0.2:
+        score = linear_score(d, 0.1, 0.2, 1.0, 0.66)
+    elif d <= 0.5:
+        score = linear_score(d, 0.2, 0.5, 0.66, 0.33)
+    else:
+        score = linear_score(d, 0.5, 1.0, 0.33, 0.0)
+    return QAScore("flux_deviation", d, score, f"{field} derived {derived_jy:.4g} Jy vs catalogue "
+                   f"{expected_jy:.4g} Jy ({100 * d:.1f}% off)", "fraction", field)

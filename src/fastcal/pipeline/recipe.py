@@ -10,12 +10,18 @@ from __future__ import annotations
 import logging
 
 from fastcal.pipeline.context import CalEntry, Context
-from fastcal.pipeline.stage import OK, SKIPPED, LoopStage, PlaceholderStage, Stage, StageResult
+from fastcal.pipeline.stage import OK, SKIPPED, LoopStage, Stage, StageResult
+from fastcal.pipeline.stages.applycal import ApplycalStage
 from fastcal.pipeline.stages.bandpass import BandpassStage
+from fastcal.pipeline.stages.calflag import CorrectedAmpFlagStage, ReapplyStage, RederiveStage
 from fastcal.pipeline.stages.flagdata import FlagDataStage
+from fastcal.pipeline.stages.fluxscale import FluxscaleStage
 from fastcal.pipeline.stages.importdata import ImportDataStage
+from fastcal.pipeline.stages.lowgainflag import LowgainflagStage
+from fastcal.pipeline.stages.qa2 import QA2Stage
 from fastcal.pipeline.stages.refant import RefantStage
 from fastcal.pipeline.stages.setjy import SetjyStage
+from fastcal.pipeline.stages.timegaincal import TimegaincalStage
 from fastcal.pipeline.stages.tsys import TsysStage
 from fastcal.pipeline.stages.wvr import WvrStage
 
@@ -59,7 +65,6 @@ class ExportDataStage(Stage):
 
 def alma_recipe() -> list[Stage]:
     """The stages of ``fastcal pipeline`` in order (fresh instances)."""
-    P = PlaceholderStage
     return [
         ImportDataStage(),
         AntposStage(),
@@ -67,23 +72,15 @@ def alma_recipe() -> list[Stage]:
         RefantStage(),
         TsysStage(),
         WvrStage(),
-        P("lowgainflag", "flag antennas with gain amplitudes outside 0.5..1.5 x median",
-          "fastcal.solve + fastcal.apply"),
+        LowgainflagStage(),
         SetjyStage(),
         BandpassStage(),
-        P("fluxscale", "amplitude solve on calibrators, bootstrapped fluxes, flux.csv",
-          "fastcal.solve + fastcal.fluxscale"),
-        P("timegaincal", "phase 'int' on calibrators, per-scan phase for the target, per-scan amplitude",
-          "fastcal.solve"),
-        P("applycal", "apply the calibration library (calwt), flag backup", "fastcal.apply"),
-        LoopStage("calflag", "flag calibrator outliers, re-derive and re-apply until no new flags", [
-            P("correctedampflag", "corrected-amplitude outlier flagging of the calibrators "
-                                  "(antennas, scans, integrations, channels)", "calibrated calibrators"),
-            P("rederive", "re-solve bandpass, fluxscale and gains with the new flags", "fastcal.solve"),
-            P("reapply", "re-apply the cal library", "fastcal.apply"),
-        ], max_rounds=3),
-        P("qa", "QA2 checks: Tsys, WVR, flux scale, bandpass, phase transfer, gain noise, "
-                "sensitivity vs radiometer equation", "calibrated data"),
+        FluxscaleStage(),
+        TimegaincalStage(),
+        ApplycalStage(),
+        LoopStage("calflag", "flag calibrator outliers, re-derive and re-apply until no new flags",
+                  [CorrectedAmpFlagStage(), RederiveStage(), ReapplyStage()], max_rounds=3),
+        QA2Stage(),
         ExportDataStage(),
     ]
 

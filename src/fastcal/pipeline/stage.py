@@ -8,7 +8,7 @@ writes to the :class:`~fastcal.pipeline.context.Context`, and calls fastcal func
 
 * ``stages=[...]`` runs exactly those stages (re-running them if done before);
   ``start``/``stop`` run a contiguous range; with neither, a run *resumes*: stages whose last
-  result is ``ok`` (or ``skipped``/``not_implemented``) are not run again;
+  result is ``ok`` or ``skipped`` are not run again;
 * after every stage the context is saved to ``<out>/fastcal_pipeline_state.json`` (atomic)
   and the commands log ``<out>/log/fastcal_commands.log`` is rewritten;
 * a stage that modifies flags gets a flag backup ``fastcal_before_<stage>`` before its first
@@ -52,7 +52,7 @@ FULL_LOG = os.path.join("log", "fastcal_pipeline.log")
 _STATE_VERSION = 1
 
 OK, FAILED, SKIPPED, NOT_IMPLEMENTED = "ok", "failed", "skipped", "not_implemented"
-_DONE = (OK, SKIPPED, NOT_IMPLEMENTED)
+_DONE = (OK, SKIPPED)  # placeholders run again on resume (cheap; picks up new implementations)
 
 
 class StageError(FastcalError, RuntimeError):
@@ -127,6 +127,8 @@ class Stage:
     title: ClassVar[str] = ""
     implemented: ClassVar[bool] = True
     modifies_flags: ClassVar[bool] = False
+    #: True when the stage leaves out some of the ALMA pipeline's heuristics (it says which).
+    simplified: ClassVar[bool] = False
 
     def run(self, ctx: Context) -> StageResult:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -173,6 +175,10 @@ class LoopStage(Stage):
     """
 
     modifies_flags = True
+
+    @property
+    def simplified(self) -> bool:  # type: ignore[override]
+        return any(s.simplified for s in self.body)
 
     def __init__(self, name: str, title: str, body: Sequence[Stage], max_rounds: int = 3) -> None:
         if max_rounds < 1:

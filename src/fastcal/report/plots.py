@@ -30,7 +30,7 @@ import importlib.util
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -321,27 +321,59 @@ def plot_tsys(
         If matplotlib is not installed.
     """
     tab = _table(table, ("B TSYS",), "plot_tsys")
+
+    def curves(sol: Any, a: int) -> list[tuple[np.ndarray, float]]:
+        return [(_masked(sol.params[:, a].real, sol.flag[:, a]), 2.0)]
+
+    return _spectra_grid(tab, out_png, spw=spw, antennas=antennas, curves=curves,
+                         ylabels=["Tsys (K)"], empty="all Tsys solutions flagged",
+                         title=title, default_title="Tsys vs frequency", dpi=dpi)
+
+
+def _spectra_grid(
+    tab: CalTable,
+    out_png: str | os.PathLike,
+    *,
+    spw: int | Sequence[int] | None,
+    antennas: Sequence[int] | None,
+    curves: Callable[[Any, int], list[tuple[np.ndarray, float]]],
+    ylabels: Sequence[str],
+    empty: str,
+    title: str | None,
+    default_title: str,
+    dpi: int,
+) -> Path:
+    """Per-antenna grid of spectra vs frequency (every solution time, colour per pol).
+
+    ``curves(sol, ant)`` gives, for one spw's solutions and one antenna, one
+    ``(values, min_span)`` per row of the panel: `values` float (n_time, n_chan, n_pol) with
+    NaN where flagged, `min_span` the least y range of that row. `ylabels` names the rows;
+    `empty` is the message drawn when no antenna has data; the title is `title`, else
+    ``"<default_title>, spw <ids>"``.
+    """
     names = _antenna_names(tab)
     sols = [tab.solutions(s) for s in _spw_list(tab, spw)]
     flag_all = np.logical_and.reduce([s.flag.all(axis=(0, 2, 3)) for s in sols])
     ants = _select_antennas(flag_all, names, antennas)
-    fig = _new_figure(*_grid_size(len(ants)), constrained=False)
+    rows = len(ylabels)
+    fig = _new_figure(*_grid_size(len(ants), rows_per_panel=rows), constrained=False)
     if not ants:
-        _no_data(fig, "all Tsys solutions flagged")
+        _no_data(fig, empty)
         return _save(fig, out_png, dpi)
-    panels = _antenna_grid(fig, len(ants))
+    panels = _antenna_grid(fig, len(ants), rows_per_panel=rows)
     xlabel = "Frequency (GHz)"
-    for (ax,), a in zip(panels, ants, strict=True):
+    for axes, a in zip(panels, ants, strict=True):
         for sol in sols:
             freq, xlabel = _chan_freq_ghz(sol, sol.params.shape[2])
-            tsys = _masked(sol.params[:, a].real, sol.flag[:, a])
-            for p in range(tsys.shape[-1]):
-                _lines(ax, freq, tsys[..., p], _POL_COLOURS[p % 4], min_span=2.0)
-        ax.set_title(names[a], fontsize=8, pad=2)
-        ax.tick_params(labelsize=7)
-    _label_grid(panels, xlabel, ["Tsys (K)"])
+            for ax, (values, min_span) in zip(axes, curves(sol, a), strict=True):
+                for p in range(values.shape[-1]):
+                    _lines(ax, freq, values[..., p], _POL_COLOURS[p % 4], min_span=min_span)
+        axes[0].set_title(names[a], fontsize=8, pad=2)
+        for ax in axes:
+            ax.tick_params(labelsize=7)
+    _label_grid(panels, xlabel, ylabels)
     _pol_legend(fig, tab.n_par)
-    _grid_title(fig, title or f"Tsys vs frequency, spw {', '.join(str(s.spw) for s in sols)}")
+    _grid_title(fig, title or f"{default_title}, spw {', '.join(str(s.spw) for s in sols)}")
     return _save(fig, out_png, dpi)
 
 
@@ -478,32 +510,16 @@ def plot_bandpass(
         If `spw` or `antennas` are not in the table.
     """
     tab = _table(table, ("B Jones",), "plot_bandpass")
-    names = _antenna_names(tab)
-    sols = [tab.solutions(s) for s in _spw_list(tab, spw)]
-    flag_all = np.logical_and.reduce([s.flag.all(axis=(0, 2, 3)) for s in sols])
-    ants = _select_antennas(flag_all, names, antennas)
-    fig = _new_figure(*_grid_size(len(ants), rows_per_panel=2), constrained=False)
-    if not ants:
-        _no_data(fig, "all bandpass solutions flagged")
-        return _save(fig, out_png, dpi)
-    panels = _antenna_grid(fig, len(ants), rows_per_panel=2)
-    xlabel = "Frequency (GHz)"
-    for (ax_amp, ax_ph), a in zip(panels, ants, strict=True):
-        for sol in sols:
-            freq, xlabel = _chan_freq_ghz(sol, sol.params.shape[2])
-            g = sol.params[:, a].astype(np.complex128)
-            amp = _masked(np.abs(g), sol.flag[:, a])
-            ph = _masked(np.degrees(np.angle(g)), sol.flag[:, a])
-            for p in range(g.shape[-1]):
-                _lines(ax_amp, freq, amp[..., p], _POL_COLOURS[p % 4], min_span=0.02)
-                _lines(ax_ph, freq, ph[..., p], _POL_COLOURS[p % 4], min_span=2.0)
-        ax_amp.set_title(names[a], fontsize=8, pad=2)
-        ax_amp.tick_params(labelsize=7)
-        ax_ph.tick_params(labelsize=7)
-    _label_grid(panels, xlabel, ["Amplitude", "Phase (deg)"])
-    _pol_legend(fig, tab.n_par)
-    _grid_title(fig, title or f"Bandpass, spw {', '.join(str(s.spw) for s in sols)}")
-    return _save(fig, out_png, dpi)
+
+    def curves(sol: Any, a: int) -> list[tuple[np.ndarray, float]]:
+        g = sol.params[:, a].astype(np.complex128)
+        return [(_masked(np.abs(g), sol.flag[:, a]), 0.02),
+                (_masked(np.degrees(np.angle(g)), sol.flag[:, a]), 2.0)]
+
+    return _spectra_grid(tab, out_png, spw=spw, antennas=antennas, curves=curves,
+                         ylabels=["Amplitude", "Phase (deg)"],
+                         empty="all bandpass solutions flagged", title=title,
+                         default_title="Bandpass", dpi=dpi)
 
 
 # --------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastcal.errors import ParameterError
+from fastcal.geometry import gmst_rad  # re-exported: the library's sidereal time
 
 __all__ = [
     "ALMA_SITE_LAT_RAD",
@@ -59,8 +60,6 @@ _WGS84_F = 1.0 / 298.257223563
 _WGS84_E2 = _WGS84_F * (2.0 - _WGS84_F)
 
 _MIN_ANT, _MAX_ANT = 4, 64
-_SECONDS_PER_DAY = 86400.0
-_MJD_J2000 = 51544.5  # MJD of J2000.0 (2000-01-01T12:00 TT, used as UT1 here)
 
 
 def geodetic_to_itrf(lat_rad: float, lon_rad: float, height_m: float) -> np.ndarray:
@@ -295,36 +294,6 @@ def alma_layout(
         dish_diameter=np.full(n_ant, DISH_DIAMETER_M, dtype=np.float64),
         enu=enu,
     )
-
-
-def gmst_rad(time_mjd_s: np.ndarray) -> np.ndarray:
-    """Greenwich mean sidereal time (IAU 1982 expression), UT1 taken equal to UTC.
-
-    Parameters
-    ----------
-    time_mjd_s : array_like
-        Times, MJD seconds, any shape.
-
-    Returns
-    -------
-    numpy.ndarray
-        float64, same shape: GMST in [0, 2 pi) rad.
-    """
-    t = np.asarray(time_mjd_s, dtype=np.float64)
-    days = t / _SECONDS_PER_DAY - _MJD_J2000
-    whole = np.floor(days)
-    frac = days - whole
-    cent = days / 36525.0
-    # GMST(deg) = 280.46061837 + 360.98564736629 d + 0.000387933 T^2 - T^3/38710000,
-    # split as 360*d (== 360*frac mod 360) + 0.98564736629*d for precision.
-    deg = (
-        280.46061837
-        + 360.0 * frac
-        + 0.98564736629 * days
-        + 0.000387933 * cent**2
-        - cent**3 / 38710000.0
-    )
-    return np.deg2rad(np.mod(deg, 360.0))
 
 
 def lst_rad(time_mjd_s: np.ndarray, lon_rad: float = ALMA_SITE_LON_RAD) -> np.ndarray:

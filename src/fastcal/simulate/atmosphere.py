@@ -13,9 +13,11 @@ Zenith opacity above the ALMA site is ``tau(nu) = tau_dry(nu) + PWV * tau_wet(nu
   ``b1 e theta^3.5 exp(b2 (1 - theta))``, width ``b3 p theta^0.8``, VVW shape) plus an empirical
   nu^2 continuum.
 
-Both are integrated through an exponential atmosphere above the site (pressure 555 hPa,
-270 K at the ground, 6.5 K/km lapse rate; pressure scale height 7.6 km, water scale height
-1.5 km) with Gauss-Laguerre quadrature, so line cores are a pressure-weighted sum of
+The H2O line catalogue, the per-layer H2O line opacity and the VVW shape are
+:mod:`fastcal.atmosphere`'s (one copy of the spectroscopy); the profile, the O2 lines and
+both continua are the simulator's own. Both are integrated through an exponential atmosphere
+above the site (pressure 555 hPa, 270 K at the ground, 6.5 K/km lapse rate; pressure scale
+height 7.6 km, water scale height 1.5 km) with Gauss-Laguerre quadrature, so line cores are a pressure-weighted sum of
 Lorentzians rather than one.  The continua are tuned so that at PWV = 1 mm the zenith opacity
 is ~0.035 at 100 GHz, ~0.064 at 230 GHz and ~0.19 at 345 GHz, typical of Chajnantor;
 the 183.31 GHz line centre reaches tau ~2.3 per mm PWV.  O2 line centres (60 GHz complex,
@@ -33,6 +35,14 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from fastcal.atmosphere import (
+    WVR_CHANNEL_BANDWIDTHS_HZ,
+    WVR_CHANNEL_OFFSETS_HZ,
+    WVR_LINE_HZ,
+    h2o_line_opacity_per_mm,
+    vvw_shape,
+    wvr_channel_samples,
+)
 from fastcal.errors import ParameterError
 
 __all__ = [
@@ -56,11 +66,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-WVR_LINE_HZ: float = 183.310e9
-#: Centre offsets of the 4 double-sideband WVR channels from the line (Hz).
-WVR_CHANNEL_OFFSETS_HZ: tuple[float, ...] = (1.25e9, 3.25e9, 5.5e9, 7.25e9)
-#: Bandwidth of each WVR channel, per sideband (Hz).
-WVR_CHANNEL_BANDWIDTHS_HZ: tuple[float, ...] = (1.5e9, 2.5e9, 2.0e9, 1.5e9)
+# WVR_LINE_HZ, WVR_CHANNEL_OFFSETS_HZ, WVR_CHANNEL_BANDWIDTHS_HZ (the radiometer's channels)
+# are fastcal.atmosphere's, re-exported.
 #: Excess electrical path per unit precipitable water vapour (mm per mm).
 PATH_PER_PWV: float = 6.3
 #: Forward efficiency used in :func:`tsys_spectrum`.
@@ -96,29 +103,12 @@ _LAPSE_K_PER_M = 6.5e-3
 _T_MIN_K = 217.0  # tropopause temperature floor
 _H_PRESSURE_M = 7600.0
 _H_WATER_M = 1500.0
-_R_VAPOUR = 461.5  # J / (kg K)
 _N_LAYERS = 10
 
 _WET_CONT_PER_MM = 0.0075  # tau per mm PWV at 100 GHz, scales as nu^2
 _DRY_CONT = 0.0025  # tau at 225 GHz, scales as nu^2
 
 # fmt: off
-# H2O lines: f0 (GHz), b1 (kHz/kPa), b2, b3 (MHz/kPa)   [after Liebe 1989]
-_H2O_LINES = np.array([
-    [22.235080, 0.1090, 2.143, 28.11],
-    [183.310074, 2.3000, 0.668, 28.13],
-    [321.225644, 0.0464, 6.181, 23.03],
-    [325.152919, 1.5400, 1.540, 27.83],
-    [380.197372, 11.900, 1.048, 28.73],
-    [439.150812, 0.9210, 3.596, 21.00],
-    [448.001075, 10.600, 1.405, 26.32],
-    [474.689127, 1.2800, 2.381, 23.55],
-    [556.936002, 510.00, 0.159, 32.10],
-    [620.700807, 5.0900, 2.200, 24.38],
-    [752.033227, 250.00, 0.396, 30.60],
-    [916.171582, 8.5600, 1.442, 26.70],
-    [987.926764, 138.00, 0.258, 29.85],
-])
 # O2 lines: f0 (GHz), a1 (1e-6 kHz/kPa), a2, a3 (MHz/kPa)   [after Liebe 1989]
 _O2_LINES = np.array([
     [50.474238, 0.94, 9.694, 8.50], [50.987749, 2.46, 8.694, 8.70],
@@ -149,40 +139,45 @@ _N_O2_60 = 37  # the first 37 O2 lines form the 60 GHz complex
 _DB_PER_NEPER = 10.0 / np.log(10.0)  # power attenuation: 4.343 dB per neper
 
 
-def _vvw(nu_ghz: np.ndarray, f0: np.ndarray, gamma: np.ndarray) -> np.ndarray:
-    """Van Vleck-Weisskopf shape factor (1/GHz), MPM normalisation (no 1/pi)."""
-    return (nu_ghz / f0) * (
-        gamma / ((f0 - nu_ghz) ** 2 + gamma**2) + gamma / ((f0 + nu_ghz) ** 2 + gamma**2)
-    )
-
-
 def _layer(z_m: float) -> tuple[float, float]:
     """Pressure (kPa) and temperature (K) at height z_m above the site."""
     t = max(_T0_K - _LAPSE_K_PER_M * z_m, _T_MIN_K)
     return _P0_KPA * np.exp(-z_m / _H_PRESSURE_M), t
 
 
-def _line_opacity(nu_ghz: np.ndarray, lines: np.ndarray, wet: bool) -> np.ndarray:
-    """Zenith line opacity: dry total, or wet per mm PWV, for a 1-D frequency array (GHz)."""
+def _layers(scale_h_m: float):
+    """(weight, pressure kPa, temperature K) of the Gauss-Laguerre nodes of an exponential
+    profile with scale height `scale_h_m`: sum(weight f(z)) ~ int f(z) exp(-z/H) dz / H."""
     nodes, weights = np.polynomial.laguerre.laggauss(_N_LAYERS)
-    scale_h = _H_WATER_M if wet else _H_PRESSURE_M
+    for x, wgt in zip(nodes, weights, strict=True):
+        yield (wgt, *_layer(x * scale_h_m))
+
+
+def _dry_line_opacity(nu_ghz: np.ndarray, lines: np.ndarray) -> np.ndarray:
+    """Zenith opacity of O2 `lines` (MPM89 rows) for a 1-D frequency array (GHz)."""
     nu = nu_ghz[:, None]
     tau = np.zeros(nu_ghz.shape, dtype=np.float64)
-    for x, wgt in zip(nodes, weights, strict=True):
-        p_kpa, t_k = _layer(x * scale_h)
+    for wgt, p_kpa, t_k in _layers(_H_PRESSURE_M):
         theta = 300.0 / t_k
-        if wet:
-            # 1 mm PWV = 1 kg/m^2 spread with scale height H: surface density 1/H kg/m^3;
-            # the exp(-z/H) fall-off of the density is in the quadrature weight.
-            e_kpa = (1.0 / _H_WATER_M) * _R_VAPOUR * t_k / 1000.0
-            strength = lines[:, 1] * e_kpa * theta**3.5 * np.exp(lines[:, 2] * (1 - theta))
-        else:
-            # dry-air density ~ p: the p(z)/p0 fall-off is in the quadrature weight.
-            strength = lines[:, 1] * 1e-6 * _P0_KPA * theta**3 * np.exp(lines[:, 2] * (1 - theta))
+        # dry-air density ~ p: the p(z)/p0 fall-off is in the quadrature weight.
+        strength = lines[:, 1] * 1e-6 * _P0_KPA * theta**3 * np.exp(lines[:, 2] * (1 - theta))
         gamma = lines[:, 3] * 1e-3 * p_kpa * theta**0.8
-        n_imag = (strength * _vvw(nu, lines[:, 0], gamma)).sum(axis=1)  # ppm
+        n_imag = (strength * vvw_shape(nu, lines[:, 0], gamma)).sum(axis=1)  # ppm
         alpha_db_per_km = 0.1820 * nu_ghz * n_imag
-        tau += wgt * scale_h / 1000.0 * alpha_db_per_km / _DB_PER_NEPER
+        tau += wgt * _H_PRESSURE_M / 1000.0 * alpha_db_per_km / _DB_PER_NEPER
+    return tau
+
+
+def _wet_line_opacity_per_mm(nu_ghz: np.ndarray) -> np.ndarray:
+    """Zenith H2O line opacity per mm PWV for a 1-D frequency array (GHz).
+
+    1 mm PWV = 1 kg/m^2 spread with the water scale height: the column of each quadrature
+    layer is its weight, and a layer's opacity per unit column is the thin-layer one of
+    :func:`fastcal.atmosphere.h2o_line_opacity_per_mm` at the layer's T and p.
+    """
+    tau = np.zeros(nu_ghz.shape, dtype=np.float64)
+    for wgt, p_kpa, t_k in _layers(_H_WATER_M):
+        tau += wgt * h2o_line_opacity_per_mm(nu_ghz, t_k, p_kpa)
     return tau
 
 
@@ -217,8 +212,8 @@ def dry_opacity(freq_hz: np.ndarray) -> np.ndarray:
     """Zenith dry (O2 + continuum) opacity above the ALMA site, shape of ``freq_hz``."""
     f = _check_freq(freq_hz)
     nu = np.atleast_1d(f).ravel() / 1e9
-    complex60 = _line_opacity(nu, _O2_LINES[:_N_O2_60], wet=False) * _line_mixing_factor(nu)
-    others = _line_opacity(nu, _O2_LINES[_N_O2_60:], wet=False)
+    complex60 = _dry_line_opacity(nu, _O2_LINES[:_N_O2_60]) * _line_mixing_factor(nu)
+    others = _dry_line_opacity(nu, _O2_LINES[_N_O2_60:])
     tau = complex60 + others + _DRY_CONT * (nu / 225.0) ** 2
     return tau.reshape(f.shape)
 
@@ -235,7 +230,7 @@ def wet_opacity_per_mm(freq_hz: np.ndarray) -> np.ndarray:
     """Zenith water-vapour opacity per mm PWV (H2O lines + continuum), shape of ``freq_hz``."""
     f = _check_freq(freq_hz)
     nu = np.atleast_1d(f).ravel() / 1e9
-    tau = _line_opacity(nu, _H2O_LINES, wet=True) + _WET_CONT_PER_MM * (nu / 100.0) ** 2
+    tau = _wet_line_opacity_per_mm(nu) + _WET_CONT_PER_MM * (nu / 100.0) ** 2
     return tau.reshape(f.shape)
 
 
@@ -376,13 +371,7 @@ def _cached_opacities(freq_bytes: bytes) -> tuple[np.ndarray, np.ndarray]:
 @functools.lru_cache(maxsize=4)
 def _wvr_samples(n_sub: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """Dry and wet-per-mm zenith opacities at the WVR sample frequencies, each (4, 2*n_sub)."""
-    freqs = np.empty((4, 2 * n_sub))
-    frac = (np.arange(n_sub) + 0.5) / n_sub - 0.5  # uniform samples across the bandwidth
-    for k, (off, bw) in enumerate(
-        zip(WVR_CHANNEL_OFFSETS_HZ, WVR_CHANNEL_BANDWIDTHS_HZ, strict=True)
-    ):
-        freqs[k, :n_sub] = WVR_LINE_HZ - off + frac * bw
-        freqs[k, n_sub:] = WVR_LINE_HZ + off + frac * bw
+    freqs = wvr_channel_samples(n_sub)  # uniform samples across each sideband
     return dry_opacity(freqs), wet_opacity_per_mm(freqs)
 
 

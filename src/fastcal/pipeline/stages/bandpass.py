@@ -23,7 +23,7 @@ import logging
 
 import numpy as np
 
-from fastcal.errors import ParameterError
+from fastcal.errors import ParameterError, SolveError
 from fastcal.pipeline.context import Context
 from fastcal.pipeline.qa import bandpass_snr_score, flagged_fraction_score, phaseup_snr_score
 from fastcal.pipeline.stage import OK, PlotSpec, Stage, StageResult
@@ -69,6 +69,7 @@ class BandpassStage(Stage):
 
     name = "bandpass"
     title = "phase-up and bandpass (fixed solints)"
+    simplified = True
 
     def run(self, ctx: Context) -> StageResult:
         from fastcal.solve import solve_bandpass, solve_gains
@@ -80,8 +81,8 @@ class BandpassStage(Stage):
         spw = ",".join(map(str, ctx.science_spws))
         refant = ",".join(ctx.refant)
         prior = [n for n in PRIOR_TABLES if any(e.name == n for e in ctx.callib)]
-        pre = ctx.tables(*prior)
-        ph_path = ctx.path("calibration", f"{ctx.vis_name}.phaseup.tbl")
+        pre = ctx.preapply(*prior)
+        ph_path = ctx.path("working", f"{ctx.vis_name}.phaseup.tbl")
         bp_path = ctx.path("calibration", f"{ctx.vis_name}.bcal.tbl")
         ph = ctx.call(solve_gains, vis=ctx.vis, caltable=ph_path, field=field, spw=spw, solint="int",
                       calmode="p", refant=refant, minblperant=4, minsnr=3.0,
@@ -91,9 +92,12 @@ class BandpassStage(Stage):
                       combine="scan", refant=refant, minblperant=4, minsnr=3.0, solnorm=True,
                       gaintable=pre["gaintable"] + [ph_path], gainfield=pre["gainfield"] + [""],
                       interp=pre["interp"] + ["linear"], spwmap=pre["spwmap"] + [[]], overwrite=True)
-        ctx.register_table("bandpass", bp_path, interp="linear,linear", calwt=True)
         bp_snr, ph_snr = median_snr(bp, ctx.science_spws), median_snr(ph, ctx.science_spws)
         flagged = _flagged_fraction(bp, ctx.science_spws)
+        if flagged >= 1.0:
+            raise SolveError(f"every bandpass solution in {bp_path} is flagged (field {field}, spw {spw}, "
+                             f"refant {refant}); the bandpass cannot be applied")
+        ctx.register_table("bandpass", bp_path, interp="linear,linear", calwt=True)
         qa = [flagged_fraction_score(flagged, "bandpass solutions")]
         if np.isfinite(bp_snr):
             qa.append(bandpass_snr_score(bp_snr))

@@ -277,6 +277,7 @@ class FlagDataStage(Stage):
 
     name = "flagdata"
     title = "deterministic flagging"
+    simplified = True
     modifies_flags = True
 
     def run(self, ctx: Context) -> StageResult:

@@ -3,7 +3,8 @@
 Models are stored as fastcal virtual models (:func:`fastcal.flux.setjy`), from, in order:
 
 * option ``flux_csv``: an ALMA ``flux.csv`` (:func:`fastcal.flux.setjy_from_csv`); the file
-  is copied to ``calibration/flux.csv`` of the package;
+  is copied to ``calibration/flux_catalogue.csv`` of the package (the fluxscale stage writes
+  the derived fluxes to ``calibration/flux.csv``);
 * option ``setjy_models``: a list of ``{"field": name, "fluxdensity": I or [I,Q,U,V],
   "spix": [alpha, ...], "reffreq": "233GHz"}`` (CLI ``--setjy FIELD:I[:spix[:reffreq]]``).
 
@@ -70,7 +71,7 @@ class SetjyStage(Stage):
             csv_path = os.path.abspath(str(csv_path))
             res = ctx.call(setjy_from_csv, vis=ctx.vis, path=csv_path)
             done += [ctx.info.fields[f].name for f in res]
-            dst = ctx.path("calibration", "flux.csv")
+            dst = ctx.path("calibration", "flux_catalogue.csv")
             if os.path.abspath(dst) != csv_path:
                 shutil.copyfile(csv_path, dst)
             outputs["flux_csv"] = dst

@@ -26,6 +26,7 @@ class TsysStage(Stage):
 
     name = "tsys"
     title = "Tsys table, tsysflag, Tsys spw map"
+    simplified = True
 
     def run(self, ctx: Context) -> StageResult:
         from fastcal.tsys import flag_tsys, tsys_spwmap, tsys_table

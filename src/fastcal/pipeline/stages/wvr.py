@@ -35,6 +35,7 @@ class WvrStage(Stage):
 
     name = "wvr"
     title = "WVR correction (applied when it improves the phases)"
+    simplified = True
 
     def run(self, ctx: Context) -> StageResult:
         from fastcal.wvr import solve_wvr, wvr_improvement, wvr_qa_score

@@ -1,0 +1,137 @@
+"""fluxscale: bootstrap the phase (and check) calibrator fluxes from the flux calibrator
+(hifa_gfluxscale, reference sections 7.3-7.4 and 8 stage 16), simplified.
+
+1. Phase solve ``calmode='p'``, ``solint='int'``, ``minsnr=2`` on the flux and transfer
+   calibrators, with the prior tables (antpos, Tsys, WVR) and the bandpass pre-applied;
+2. amplitude solve ``calmode='a'``, ``solint='inf'`` per scan, ``minsnr=2``, with the phases
+   pre-applied; the flux calibrator is solved against its setjy model, the others against 1 Jy;
+3. :func:`fastcal.fluxscale.fluxscale` (reference = flux fields, transfer = phase and check
+   fields, and the bandpass calibrator when it is not the flux calibrator);
+4. the derived fluxes (fitted I at the fit reference frequency and spectral index) are set as
+   setjy models of the transfer fields, so later amplitude solves are in Jy; ``flux.csv`` is
+   written to ``calibration/``. The fluxscale table itself is not applied (as in the pipeline).
+
+QA: per transfer field, :func:`~fastcal.pipeline.qa.flux_deviation_score` against the
+catalogue flux when the options give one (``setjy_models`` or ``flux_csv``). Not in this
+version: spw phase-up mapping, gfluxscaleflag outlier flagging, resolved-calibrator uv limits.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from fastcal.errors import ParameterError
+from fastcal.pipeline.context import Context
+from fastcal.pipeline.qa import QAScore, flux_deviation_score
+from fastcal.pipeline.stage import OK, SKIPPED, PlotSpec, Stage, StageResult
+from fastcal.pipeline.stages.bandpass import PRIOR_TABLES
+
+__all__ = ["FluxscaleStage", "catalogue_flux"]
+
+logger = logging.getLogger(__name__)
+
+
+def catalogue_flux(ctx: Context, field: str, freq_hz: float) -> float | None:
+    """Catalogue Stokes I (Jy) of `field` at `freq_hz` from the stage options, or None."""
+    for m in ctx.options.get("setjy_models") or []:
+        if m.get("field") == field:
+            from fastcal.flux import parse_frequency, spectral_factor
+
+            fd = m["fluxdensity"]
+            i0 = float(fd[0] if isinstance(fd, (list, tuple)) else fd)
+            ref = m.get("reffreq")
+            if ref is None:
+                return None
+            return float(i0 * spectral_factor(np.array([freq_hz]), parse_frequency(ref), m.get("spix", []))[0])
+    path = ctx.options.get("flux_csv")
+    if path:
+        from fastcal.flux import read_flux_csv
+
+        names = list(ctx.info.field_names)
+        vals = [e for e in read_flux_csv(path)
+                if e.field == field or (e.field.isdigit() and int(e.field) < len(names)
+                                        and names[int(e.field)] == field)]
+        if vals:  # the entry whose spw is nearest in frequency, extrapolated with its spix
+            spws = ctx.info.spws
+            e = min(vals, key=lambda v: abs(spws[v.spw].centre_freq - freq_hz))
+            return float(e.stokes[0] * (freq_hz / spws[e.spw].centre_freq) ** e.spix)
+    return None
+
+
+class FluxscaleStage(Stage):
+    """Flux bootstrapping onto the phase/check calibrators (simplified, see the module)."""
+
+    name = "fluxscale"
+    title = "flux bootstrapping (gfluxscale)"
+    simplified = True
+
+    def run(self, ctx: Context) -> StageResult:
+        from fastcal.flux import setjy, write_flux_csv
+        from fastcal.fluxscale import fluxscale
+        from fastcal.solve import solve_gains
+
+        ref = ctx.roles.get("flux", [])
+        transfer = [f for r in ("phase", "check", "bandpass") for f in ctx.roles.get(r, []) if f not in ref]
+        transfer = list(dict.fromkeys(transfer))
+        if not ref:
+            raise ParameterError("no flux calibrator in the context; run importdata first")
+        if not transfer:
+            return StageResult(self.name, SKIPPED, messages=["no transfer calibrator: nothing to bootstrap"])
+        try:
+            ctx.callib.get("bandpass")
+        except ParameterError as exc:
+            raise ParameterError("fluxscale needs the bandpass table; run the bandpass stage first") from exc
+        prior = [n for n in PRIOR_TABLES if any(e.name == n for e in ctx.callib)] + ["bandpass"]
+        pre = ctx.preapply(*prior)
+        fields = ",".join(ref + transfer)
+        spw = ",".join(map(str, ctx.science_spws))
+        refant = ",".join(ctx.refant)
+        ph = ctx.path("working", f"{ctx.vis_name}.fluxphase.tbl")
+        amp = ctx.path("working", f"{ctx.vis_name}.fluxamp.tbl")
+        ftab = ctx.path("working", f"{ctx.vis_name}.fluxscale.tbl")
+        common = dict(vis=ctx.vis, field=fields, spw=spw, refant=refant, minblperant=4, minsnr=2.0,
+                      overwrite=True)
+        ctx.call(solve_gains, caltable=ph, solint="int", calmode="p", **common, **pre)
+        ctx.call(solve_gains, caltable=amp, solint="inf", calmode="a", **common,
+                 gaintable=pre["gaintable"] + [ph], gainfield=pre["gainfield"] + [""],
+                 interp=pre["interp"] + ["linear"], spwmap=pre["spwmap"] + [[]])
+        res = ctx.call(fluxscale, caltable=amp, reference=",".join(ref), transfer=",".join(transfer),
+                       vis=ctx.vis, fluxtable=ftab, overwrite=True)
+        csv_path = ctx.path("calibration", "flux.csv")
+        write_flux_csv(csv_path, res, ms=ctx.vis_name, vis=ctx.vis, overwrite=True)
+        qa: list[QAScore] = []
+        fluxes = {}
+        msgs = []
+        for _fid, ff in sorted(res.fluxes.items()):
+            alpha = float(ff.alpha) if np.isfinite(ff.alpha) else 0.0
+            ctx.call(setjy, vis=ctx.vis, field=ff.field_name, fluxdensity=float(ff.fit_fluxd),
+                     spix=[alpha], reffreq=float(ff.fit_ref_freq_hz), standard="manual")
+            fluxes[ff.field_name] = dict(
+                flux_jy=float(ff.fit_fluxd), flux_err_jy=float(ff.fit_fluxd_err), spix=alpha,
+                ref_freq_hz=float(ff.fit_ref_freq_hz),
+                per_spw={str(s): float(v.flux_i) for s, v in sorted(ff.spws.items())},
+                per_spw_err={str(s): float(v.fluxd_err[0]) for s, v in sorted(ff.spws.items())})
+            msgs.append(f"{ff.field_name}: {ff.fit_fluxd:.4g} +- {ff.fit_fluxd_err:.2g} Jy at "
+                        f"{ff.fit_ref_freq_hz / 1e9:.3f} GHz, spix {alpha:.2f}")
+            cat = catalogue_flux(ctx, ff.field_name, float(ff.fit_ref_freq_hz))
+            if cat:
+                qa.append(flux_deviation_score(float(ff.fit_fluxd), cat, ff.field_name))
+        missing = [f for f in transfer if f not in fluxes]
+        if missing:
+            msgs.append(f"no flux derived for {', '.join(missing)}")
+            qa.append(QAScore("flux_missing", float(len(missing)), 0.2,
+                              f"no flux derived for {', '.join(missing)}", "fields"))
+        msgs.append("simplified: no spw phase-up mapping, no gfluxscaleflag, no resolved-source uv limits")
+        return StageResult(self.name, OK, inputs=dict(reference=ref, transfer=transfer, prior_tables=prior),
+                           outputs=dict(fluxes=fluxes, flux_csv=csv_path, amp_table=amp),
+                           qa=qa, messages=msgs,
+                           plots=[PlotSpec("flux_spectrum", f"Derived flux of {name}",
+                                           {"freq_hz": [float(res.freq_hz[int(s)]) for s in f["per_spw"]],
+                                            "flux_jy": list(f["per_spw"].values()),
+                                            "flux_err_jy": list(f["per_spw_err"].values()),
+                                            "field_name": name,
+                                            "fit_flux_jy": f["flux_jy"], "fit_ref_freq_hz": f["ref_freq_hz"],
+                                            "spix": f["spix"]})
+                                  for name, f in fluxes.items()])
