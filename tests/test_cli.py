@@ -33,6 +33,12 @@ def test_demo_simulates_and_summarises(tmp_path, capsys):
         assert f.name in text
     assert "CALIBRATE_BANDPASS#ON_SOURCE" in text
     assert "WVR#NOMINAL" in text
+    # ... and it ran the recipe: a weblog, a package and a bootstrapped flux close to the truth
+    assert (out / "pipeline" / "qa" / "index.html").is_file()
+    assert (out / "pipeline" / "calibration" / "demo.ms.calapply.txt").is_file()
+    line = next(ln for ln in text.splitlines() if ln.startswith("Phase calibrator"))
+    percent = float(line.rsplit("(", 1)[1].split("%")[0])
+    assert abs(percent) < 2.0
 
 
 def test_listobs_missing_path_is_a_clean_error(tmp_path, capsys):

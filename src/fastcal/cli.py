@@ -21,20 +21,30 @@ log = logging.getLogger("fastcal")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from fastcal.ms import open_ms
-    from fastcal.simulate import SimConfig, simulate
+    from fastcal.demo import run_demo
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ms_path = out / "demo.ms"
-    cfg = SimConfig.demo(seed=args.seed)
-    t0 = time.perf_counter()
-    simulate(ms_path, config=cfg, overwrite=True)
-    elapsed = time.perf_counter() - t0
-    print(open_ms(ms_path).summary())
+    progress = None
+    if sys.stderr.isatty():
+        from fastcal.pipeline import _terminal_progress as progress
+    demo = run_demo(args.out, seed=args.seed, progress=progress)
+    print(demo.summary)
     print()
-    print(f"Simulated ALMA-like MS written to {ms_path} in {elapsed:.1f} s")
-    print(f"Truth (injected corruptions) beside it: {ms_path}.truth.npz / .truth.json")
+    print(f"Simulated {demo.ms} in {demo.simulate_s:.1f} s (truth: {demo.ms}.truth.json/.npz)")
+    print(f"Calibrated it with the ALMA-style recipe in {demo.pipeline_s:.1f} s:")
+    for stage, status, seconds in demo.stage_status:
+        print(f"  {stage:12s} {status:10s} {seconds:6.2f} s")
+    if demo.phasecal_flux:
+        name, flux, err, true = demo.phasecal_flux
+        print(f"Phase calibrator {name}: {flux:.4f} +- {err:.4f} Jy bootstrapped, "
+              f"{true:.4f} Jy injected ({100 * (flux - true) / true:+.2f} %)")
+    if demo.sensitivity_ratio:
+        lo, hi = min(demo.sensitivity_ratio), max(demo.sensitivity_ratio)
+        print(f"Target rms / radiometer-equation rms: {lo:.2f} to {hi:.2f} over the science spws")
+    if demo.lowest_qa:
+        stage, name, score, message = demo.lowest_qa
+        print(f"Lowest QA score: {score:.2f} ({stage}/{name}: {message})")
+    print(f"Weblog:  {demo.weblog}")
+    print(f"Package: {demo.package} (README, calibration/, qa/, log/, script/)")
     return 0
 
 
@@ -77,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="simulate a small ALMA-like dataset and summarise it")
+    demo = sub.add_parser("demo", help="simulate a small ALMA-like dataset and calibrate it end to end")
     demo.add_argument("--out", default="fastcal_demo", help="output directory (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=1, help="random seed (default: %(default)s)")
     demo.set_defaults(func=_cmd_demo)
