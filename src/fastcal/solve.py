@@ -1325,6 +1325,6 @@ def run_from_args(args: argparse.Namespace) -> int:
         tab = solve_gains(args.vis, args.caltable, gaintype=args.gaintype, calmode=args.calmode,
                           **common)
     n_flag = int(np.count_nonzero(tab.flag))
-    print(f"wrote {args.caltable}: {tab.vis_cal}, {tab.nrow} rows, spws {list(tab.spw_ids)}, "
+    print(f"wrote {args.caltable}: {tab.vis_cal}, {tab.nrow} rows, spws {[int(s) for s in tab.spw_ids]}, "
           f"{n_flag}/{tab.flag.size} flagged, {time.perf_counter() - t0:.2f} s")
     return 0
