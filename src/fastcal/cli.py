@@ -12,7 +12,6 @@ import importlib
 import logging
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from fastcal.errors import FastcalError
