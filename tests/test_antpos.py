@@ -14,7 +14,7 @@ from casa_helpers import run_casa, skip_without_casa
 from fastcal.antpos import antpos_table, read_antpos_file
 from fastcal.caltable import read_caltable
 from fastcal.errors import ParameterError, SelectionError
-from fastcal.geometry import SPEED_OF_LIGHT, source_direction_itrf
+from fastcal.geometry import SPEED_OF_LIGHT, antpos_direction_itrf
 from fastcal.simulate import SimConfig, simulate
 
 
@@ -110,7 +110,9 @@ def test_injected_phase_is_the_geometric_term(antpos_ms):
     the convention a KAntPos table of the true offsets must undo."""
     path, truth = antpos_ms
     d, spw, fid, freq, ra, dec = _science_rows(path, truth)
-    s = source_direction_itrf(d["TIME"], ra, dec)  # (row, 3)
+    with ct.table(str(path / "ANTENNA"), ack=False) as t:
+        ref = t.getcell("POSITION", 0)
+    s = antpos_direction_itrf(d["TIME"], ra, dec, ref)  # (row, 3), CASA's KAntPos convention
     dw = np.einsum("rk,rk->r", s, truth.antpos_offsets[d["ANTENNA1"]]) - np.einsum(
         "rk,rk->r", s, truth.antpos_offsets[d["ANTENNA2"]])
     expected = 2 * np.pi * freq[None, :] * dw[:, None] / SPEED_OF_LIGHT
@@ -190,3 +192,31 @@ def test_applycal_with_true_table_removes_the_phase(antpos_ms, copy_ms, tmp_path
             assert np.abs(np.angle(data[:, :, 0])).max() > 0.3  # there was a phase to remove
             np.testing.assert_allclose(np.angle(cd[:, :, [0, -1]]), 0.0, atol=1e-3)
             np.testing.assert_allclose(np.abs(cd[:, :, 0]) / model, 1.0, atol=1e-3)
+
+
+def test_antpos_direction_is_casa_apparent_geometry():
+    """antpos_direction_itrf: exact casacore.measures conversion at every time (the anchor
+    grid plus sidereal rotation costs < 1e-7 rad), precession since J2000 visible against
+    the simple J2000-as-apparent model (2024: ~5e-3 rad), and a unit vector."""
+    from casacore import quanta as qa
+    from casacore.measures import measures
+
+    from fastcal.geometry import ANCHOR_SPACING_S, source_direction_itrf
+
+    ra, dec = 1.1, -0.6
+    ref = np.array([2225061.164, -5440057.37, -2481681.15])
+    t0 = 60476.3 * 86400.0
+    times = t0 + np.array([0.0, 0.37 * ANCHOR_SPACING_S, 0.49 * ANCHOR_SPACING_S, 3333.3])
+    s = antpos_direction_itrf(times, ra, dec, ref)
+    dm = measures()
+    dm.do_frame(dm.position("itrf", *[qa.quantity(x, "m") for x in ref]))
+    dm.do_frame(dm.direction("J2000", qa.quantity(ra, "rad"), qa.quantity(dec, "rad")))
+    for k, t in enumerate(times):
+        dm.do_frame(dm.epoch("utc", qa.quantity(t, "s")))
+        unit = dm.baseline("itrf", qa.quantity([1.0, 0, 0], "m"), qa.quantity([0, 1.0, 0], "m"),
+                           qa.quantity([0, 0, 1.0], "m"))
+        exact = np.asarray(dm.to_uvw(unit)["xyz"].get_value()).reshape(3, 3)[:, 2]
+        assert np.linalg.norm(s[k] - exact) < 1e-7
+    np.testing.assert_allclose(np.linalg.norm(s, axis=-1), 1.0, rtol=1e-12)
+    gap = np.linalg.norm(s - source_direction_itrf(times, ra, dec), axis=-1)
+    assert np.all((gap > 2e-3) & (gap < 1e-2))

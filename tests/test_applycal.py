@@ -14,7 +14,7 @@ import pytest
 
 from fastcal.apply import add_cli_arguments, applycal, run_from_args
 from fastcal.caltable import CalTable
-from fastcal.errors import CalTableError, MSError, ParameterError
+from fastcal.errors import CalTableError, MSError, ParameterError, SelectionError
 from fastcal.flagversions import list_flag_versions, restore_flags
 
 
@@ -255,6 +255,28 @@ def test_missing_spw_and_far_times(sim, copy_ms):
         flagbackup=False,
     )
     assert rep.n_rows > 0
+
+
+def test_calflagstrict_flags_spws_the_tables_cannot_calibrate(sim, copy_ms):
+    """calflagstrict (CASA): a selected spw without solutions is flagged entirely instead of
+    raising; its CORRECTED_DATA is left as initialised (DATA); the other spw is calibrated."""
+    path, truth, sci, tabs = sim
+    g1 = CalTable.from_solutions(
+        "G Jones", {sci[0]: truth.gains[:, :, 0, :][:, :, None, :]}, times=truth.time, ms=path
+    )
+    spw = ",".join(map(str, sci))
+    ms = copy_ms(path, "strict.ms")
+    rep = applycal(ms, [g1], spw=spw, applymode="calflagstrict", flagbackup=False)
+    assert rep.strict_flagged_spws == (sci[1],) and "flagged: [" in rep.summary()
+    c1 = _cols(ms, "FLAG", "DATA", "CORRECTED_DATA", spws=[sci[1]])
+    assert c1["FLAG"].all()
+    np.testing.assert_array_equal(c1["CORRECTED_DATA"], c1["DATA"])
+    c0 = _cols(ms, "FLAG", "DATA", "CORRECTED_DATA", spws=[sci[0]])
+    assert not c0["FLAG"].all() and not np.allclose(c0["CORRECTED_DATA"], c0["DATA"])
+    assert rep.n_newly_flagged >= c1["FLAG"].size
+    with pytest.raises(SelectionError, match="no selected spw"):
+        applycal(copy_ms(path, "strict_none.ms"), [g1], spw=str(sci[1]),
+                 applymode="calflagstrict")
 
 
 def test_read_only_ms(sim, copy_ms):

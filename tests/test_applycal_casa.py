@@ -1,7 +1,8 @@
 """Parity with casatasks.applycal (CASA 6.7, run in a subprocess): CORRECTED_DATA, WEIGHT and
 FLAG for the same tables and parameters, including linear/nearest time and frequency
-interpolation (incl. linearflag), flagged solutions, calonly, linearPD with spwmap, B TSYS
-with spwmap, and calwt."""
+interpolation (incl. linearflag), flagged solutions, calonly (also with partly flagged
+solutions combined with other tables), linearPD with spwmap, linearperscan (a scan without
+solutions flagged), B TSYS with spwmap, calwt, calflagstrict, and KAntPos geometry."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 from casa_helpers import run_casa, skip_without_casa
 
+from fastcal.antpos import antpos_table
 from fastcal.apply import applycal
 from fastcal.caltable import CalTable
 
@@ -80,6 +82,26 @@ def scenario(tmp_path_factory):
             d / "p.tsys"
         )
     )
+    tabs["Gone"] = str(
+        CalTable.from_solutions(
+            "G Jones", {sci[0]: g[sci[0]]}, times=truth.time[every], ms=path
+        ).write(d / "p.Gone")
+    )
+    t_sc = np.asarray(truth.time_scan)[every]
+    keep = t_sc != np.unique(t_sc)[1]  # one scan without solutions: perscan flags it
+    tabs["Gscan"] = str(
+        CalTable.from_solutions(
+            "G Jones",
+            {s: g[s][keep] for s in sci},
+            times=truth.time[every][keep],
+            ms=path,
+            scan=t_sc[keep].astype(np.int32),
+        ).write(d / "p.Gscan")
+    )
+    rng = np.random.default_rng(5)
+    names = list(truth.antenna_names)
+    tabs["ANTPOS"] = str(d / "p.antpos")
+    antpos_table(path, tabs["ANTPOS"], antenna=names, offsets=rng.normal(0.0, 0.02, 3 * n_ant))
     n_spw = max(sci) + 1
     pd_map = list(range(n_spw))
     for s in sci:
@@ -104,6 +126,37 @@ def scenario(tmp_path_factory):
             calwt=[True],
             applymode="calonly",
         ),
+        # calonly with one flagged solution (antenna 2, pol X, one time): CASA takes J = 1 for
+        # the flagged element wherever the interpolation touches the flagged solution
+        "calonly_partial": dict(
+            gaintable=[tabs["G"], tabs["K"]],
+            interp=["linear", "nearest"],
+            spwmap=[],
+            calwt=[True, False],
+            applymode="calonly",
+        ),
+        "calonly_b": dict(
+            gaintable=[tabs["B"], tabs["G"]],
+            interp=["nearest,linearflag", "linear"],
+            spwmap=[],
+            calwt=[True, True],
+            applymode="calonly",
+        ),
+        # spw sci[1] has no solutions: CASA's strict mode flags all its data
+        "strict": dict(
+            gaintable=[tabs["Gone"]],
+            interp=["linear"],
+            spwmap=[],
+            calwt=[True],
+            applymode="calflagstrict",
+        ),
+        "perscan": dict(
+            gaintable=[tabs["Gscan"], tabs["B"]],
+            interp=["linearperscan", "nearest,linear"],
+            spwmap=[],
+            calwt=[True, True],
+        ),
+        "antpos": dict(gaintable=[tabs["ANTPOS"]], interp=[""], spwmap=[], calwt=[False]),
         "tsys": dict(
             gaintable=[tabs["TSYS"], tabs["G"]],
             interp=["linear,linear", "nearest"],
@@ -143,7 +196,9 @@ def _read(ms, spw):
     return out
 
 
-@pytest.mark.parametrize("case", ["gbk", "pd", "calonly", "tsys"])
+@pytest.mark.parametrize(
+    "case", ["gbk", "pd", "calonly", "calonly_partial", "calonly_b", "perscan", "tsys"]
+)
 def test_matches_casa_applycal(scenario, case):
     results, sci = scenario
     mine, theirs, _ = results[case]
@@ -151,7 +206,7 @@ def test_matches_casa_applycal(scenario, case):
         a, b = _read(mine, s), _read(theirs, s)
         np.testing.assert_array_equal(a["FLAG"], b["FLAG"], err_msg=f"{case} spw {s} FLAG")
         ok = ~b["FLAG"]
-        assert ok.mean() > 0.5
+        assert ok.mean() > (0.3 if case == "perscan" else 0.5)  # perscan: one scan flagged
         diff = np.abs(a["CORRECTED_DATA"][ok] - b["CORRECTED_DATA"][ok])
         scale = np.abs(b["CORRECTED_DATA"][ok]).max()
         assert diff.max() <= RTOL * scale, (
@@ -160,3 +215,53 @@ def test_matches_casa_applycal(scenario, case):
         np.testing.assert_allclose(
             a["WEIGHT"], b["WEIGHT"], rtol=RTOL, err_msg=f"{case} spw {s} WEIGHT"
         )
+
+
+def test_antpos_phase_matches_casa(scenario):
+    """KAntPos (2 cm offsets, 230 GHz-class data): CASA's geometry (J2000 PHASE_DIR with
+    precession, nutation and UT1, frame at antenna 0) is reproduced to 1e-3 rad."""
+    import casacore.tables as ct
+
+    results, sci = scenario
+    mine, theirs, _ = results["antpos"]
+    worst = 0.0
+    for s in sci:
+        a, b = _read(mine, s), _read(theirs, s)
+        np.testing.assert_array_equal(a["FLAG"], b["FLAG"])
+        ok = ~b["FLAG"] & (np.abs(b["CORRECTED_DATA"]) > 0)
+        dphi = np.angle(a["CORRECTED_DATA"][ok] * np.conj(b["CORRECTED_DATA"][ok]))
+        worst = max(worst, float(np.abs(dphi).max()))
+        np.testing.assert_allclose(
+            np.abs(a["CORRECTED_DATA"][ok]), np.abs(b["CORRECTED_DATA"][ok]), rtol=1e-5
+        )
+        with ct.table(str(theirs), ack=False) as t:
+            q = t.query(f"DATA_DESC_ID == {s}")
+            data = q.getcol("DATA")
+            q.close()
+        applied = np.angle(b["CORRECTED_DATA"][ok] * np.conj(data[ok]))
+        assert np.abs(applied).max() > 1.0  # a large correction was applied (rad)
+    assert worst < 1e-3, f"max phase difference {worst:.3g} rad"
+
+
+def test_calflagstrict_flags_spws_without_solutions_as_casa(scenario):
+    """calflagstrict with a table lacking spw sci[1]: every sample of that spw flagged and its
+    CORRECTED_DATA left as initialised (= DATA), as CASA; the other spw calibrated as usual."""
+    import casacore.tables as ct
+
+    results, sci = scenario
+    mine, theirs, _ = results["strict"]
+    a, b = _read(mine, sci[1]), _read(theirs, sci[1])
+    assert b["FLAG"].all() and a["FLAG"].all()
+    with ct.table(str(mine), ack=False) as t:
+        q = t.query(f"DATA_DESC_ID == {sci[1]}")
+        data = q.getcol("DATA")
+        q.close()
+    np.testing.assert_array_equal(a["CORRECTED_DATA"], data)
+    np.testing.assert_array_equal(b["CORRECTED_DATA"], data)
+    np.testing.assert_allclose(a["WEIGHT"], b["WEIGHT"], rtol=RTOL)
+    a, b = _read(mine, sci[0]), _read(theirs, sci[0])
+    np.testing.assert_array_equal(a["FLAG"], b["FLAG"])
+    ok = ~b["FLAG"]
+    assert ok.mean() > 0.5
+    scale = np.abs(b["CORRECTED_DATA"][ok]).max()
+    assert np.abs(a["CORRECTED_DATA"][ok] - b["CORRECTED_DATA"][ok]).max() <= RTOL * scale

@@ -8,7 +8,7 @@ import pytest
 
 from fastcal.caltable import CalTable
 from fastcal.errors import CalTableError, ParameterError, UnsupportedError
-from fastcal.geometry import SPEED_OF_LIGHT, gmst_rad, source_direction_itrf
+from fastcal.geometry import SPEED_OF_LIGHT, antpos_direction_itrf, gmst_rad
 from fastcal.interp import (
     MAX_TIME_GAP_S,
     check_coverage,
@@ -195,6 +195,49 @@ def test_perobs_does_not_cross_observation_boundary(ms):
     np.testing.assert_allclose(per.jones[0, 0, 0, 0].real, 2.0, rtol=1e-6)
 
 
+def test_perscan_uses_the_data_scan_and_flags_scans_without_solutions(ms):
+    """'linearperscan' (CASA 6.7): only the data scan's solutions (caltable SCAN_NUMBER) are
+    interpolated; a scan without solutions is flagged instead of raising."""
+    path, truth, info = ms
+    spw = _sci(truth)[0]
+    n_ant = len(info.antennas)
+    t0 = float(truth.time[0])
+    g = np.stack([np.full((n_ant, 2), 2.0 + 0j), np.full((n_ant, 2), 4.0 + 0j)])
+    tab = _g_table(path, info, spw, [t0, t0 + 100], g, scan=np.array([1, 2], np.int32))
+    both = _jones(prepare_gaintables(info, [tab], interp="linear"), info, spw, [t0 + 50])
+    np.testing.assert_allclose(both.jones[0, 0, 0, 0].real, 3.0, rtol=1e-6)
+    specs = prepare_gaintables(info, [tab], interp="nearestperscan")
+    for scan, value in ((1, 2.0), (2, 4.0)):
+        cj = chunk_jones(
+            specs,
+            info,
+            spw_id=spw,
+            field_id=0,
+            scan=scan,
+            observation_id=0,
+            times=np.array([t0 + 50]),
+            chan_freq=info.spws[spw].chan_freq,
+            n_ant=n_ant,
+        )
+        np.testing.assert_allclose(cj.jones[0, :, 0, :].real, value, rtol=1e-6)
+        assert not cj.flag.any()
+    cj = chunk_jones(
+        specs,
+        info,
+        spw_id=spw,
+        field_id=0,
+        scan=3,
+        observation_id=0,
+        times=np.array([t0 + 50]),
+        chan_freq=info.spws[spw].chan_freq,
+        n_ant=n_ant,
+    )
+    assert cj.flag.all()
+    m = parse_interp("linearPDperscan")
+    assert (m.time, m.pd, m.perscan, m.perobs) == ("linear", True, True, False)
+    assert parse_interp("linearperobsperscan").perscan and not parse_interp("linear").perscan
+
+
 # ----------------------------------------------------------------------------- frequency
 
 
@@ -246,6 +289,25 @@ def test_frequency_linear_skips_flagged_channels_and_uses_edges(ms):
         freq=fout,
     )
     np.testing.assert_allclose(nn.jones[0, 0, :, 0].real, [1.0, 1.0, 3.0, 4.0], rtol=1e-6)
+
+
+def test_linearflag_exact_channel_takes_its_own_flag(ms):
+    """CASA (CTPatchedInterp::resampleFlagsInFreq): a data channel exactly on a calibration
+    channel takes that channel's flag; one between two channels is flagged if either is."""
+    path, truth, info = ms
+    spw = _sci(truth)[0]
+    fin = np.array([100.0, 101.0, 102.0, 103.0]) * 1e6 + info.spws[spw].chan_freq[0]
+    tab = _b_table(path, info, spw, [1.0, 9.0, 3.0, 4.0], [False, True, False, False], fin)
+    fout = np.array([fin[0], fin[0] + 5e5, fin[1], fin[2], fin[2] + 5e5])
+    fl = _jones(
+        prepare_gaintables(info, [tab], interp="nearest,linearflag"),
+        info,
+        spw,
+        [truth.time[0]],
+        freq=fout,
+    )
+    assert fl.flag[0, 0, :, 0].tolist() == [False, True, True, False, False]
+    np.testing.assert_allclose(fl.jones[0, 0, [0, 3, 4], 0].real, [1.0, 3.0, 3.5], rtol=1e-6)
 
 
 def test_frequency_same_grid_is_copied(ms):
@@ -318,7 +380,7 @@ def test_antpos_delay_follows_source_direction(ms):
     times = truth.time[:3]
     fld = info.fields[1]
     cj = _jones(prepare_gaintables(info, [tab]), info, spw, times, field_id=1)
-    s = source_direction_itrf(times, fld.ra_rad, fld.dec_rad)
+    s = antpos_direction_itrf(times, fld.ra_rad, fld.dec_rad, info.antennas[0].position)
     tau = s @ off[0, 2, 0] / SPEED_OF_LIGHT
     freq = info.spws[spw].chan_freq
     np.testing.assert_allclose(
@@ -345,6 +407,29 @@ def test_order_product_and_weight_scale_only_from_calwt_tables(ms):
     np.testing.assert_allclose(cj.wscale, 4.0, rtol=1e-6)
     none = _jones(prepare_gaintables(info, [g], calwt=False), info, spw, t)
     assert none.wscale is None
+
+
+def test_flagged_element_is_one_in_its_own_term_only(ms):
+    """CASA (VisJones::syncJones: invert, then setMatByOk): a flagged solution element counts
+    as J = 1 in that table only; the other tables' corrections for that element still apply,
+    and the element stays flagged. A zero solution behaves like a flagged one."""
+    path, truth, info = ms
+    spw = _sci(truth)[0]
+    n_ant = len(info.antennas)
+    t = [float(truth.time[0])]
+    gflag = np.zeros((1, n_ant, 2), bool)
+    gflag[0, 2, 0] = True
+    gval = np.full((1, n_ant, 2), 2.0 + 0j)
+    gval[0, 3, 1] = 0.0
+    g = _g_table(path, info, spw, t, gval, flag=gflag)
+    tt = _g_table(path, info, spw, t, np.full((1, n_ant, 1), 1j * 3.0), vis_cal="T Jones")
+    cj = _jones(prepare_gaintables(info, [g, tt]), info, spw, t)
+    j = cj.jones[0, :, 0, :]
+    np.testing.assert_allclose(j[2, 0], 3j, rtol=1e-6)  # G flagged: only T applies
+    np.testing.assert_allclose(j[3, 1], 3j, rtol=1e-6)  # G zero: likewise
+    np.testing.assert_allclose(j[2, 1], 6j, rtol=1e-6)
+    assert cj.flag[0, 2, 0, 0] and cj.flag[0, 3, 0, 1]
+    assert cj.flag[0, :, 0, :].sum() == 2
 
 
 # ----------------------------------------------------------------------------- spwmap / gainfield / errors

@@ -295,11 +295,13 @@ def test_wvr_dtdl_positive_and_channel1_saturates():
     d5 = atm.wvr_dtdl(5.0, np.deg2rad(60.0))
     assert d5[0] < 0.2 * d1[0]  # channel 1 saturated
     assert d5[3] > 0.5 * d1[3]  # the outer channel keeps its sensitivity
-    # dT/dL matches a finite difference of the brightness against path
+    # dT/dL matches a finite difference of the brightness against line-of-sight path: a
+    # zenith water step dw is a slant column dw / sin(el), i.e. a path PATH_PER_PWV dw / sin(el)
     step = 0.01
-    diff = (
-        atm.wvr_brightness(1.0 + step, np.deg2rad(60.0)) - atm.wvr_brightness(1.0, np.deg2rad(60.0))
-    ) / (step * atm.PATH_PER_PWV)
+    el = np.deg2rad(60.0)
+    diff = (atm.wvr_brightness(1.0 + step, el) - atm.wvr_brightness(1.0, el)) / (
+        step * atm.PATH_PER_PWV / np.sin(el)
+    )
     np.testing.assert_allclose(d1, diff, rtol=0.02)
 
 

@@ -224,19 +224,70 @@ def test_wvr_rows_carry_sky_brightness(tiny):
     assert np.all(np.bincount(np.searchsorted(times, r["TIME"])) == 5)  # every antenna, every time
     assert np.allclose(times, truth.wvr_time)
     assert np.all(r["DATA"].imag == 0)
-    # brightness recomputed from the truth path: PWV = pwv + L / PATH_PER_PWV
+    # brightness recomputed from the truth path, which is line-of-sight: the slant water
+    # column is pwv / sin(el) + L / PATH_PER_PWV (wvr_brightness takes the zenith column)
     wi = np.searchsorted(truth.wvr_time, r["TIME"])
-    pwv = truth.pwv_mm + truth.wvr_path[wi, r["ANTENNA1"]] * 1e3 / atmosphere.PATH_PER_PWV
     el = np.empty(r["TIME"].size)
     for fid in np.unique(r["FIELD_ID"]):
         sel = r["FIELD_ID"] == fid
         with ct.table(str(ms / "FIELD"), ack=False) as f:
             ra, dec = f.getcell("PHASE_DIR", int(fid))[0]
         el[sel] = sim_array.azel(r["TIME"][sel], ra, dec)[1]
-    expect = atmosphere.wvr_brightness(pwv, el)
+    slant = truth.pwv_mm / np.sin(el) + truth.wvr_path[wi, r["ANTENNA1"]] * 1e3 / atmosphere.PATH_PER_PWV
+    expect = atmosphere.wvr_brightness(slant * np.sin(el), el)
     resid = r["DATA"][:, :, 0].real - expect
     assert np.std(resid) == pytest.approx(truth.noise_sigma["0"], rel=0.15)
     assert np.all(expect[:, 0] > expect[:, 3])  # channel 1 (nearest the line) brightest
+
+
+@pytest.fixture(scope="module")
+def quiet(tmp_path_factory):
+    """Tiny simulation without noise (two cycles)."""
+    return _sim(tmp_path_factory, "quiet.ms", noise=False, n_cycles=2)
+
+
+def _wvr_elevation(ms, r) -> np.ndarray:
+    el = np.empty(r["TIME"].size)
+    with ct.table(str(ms / "FIELD"), ack=False) as f:
+        for fid in np.unique(r["FIELD_ID"]):
+            ra, dec = f.getcell("PHASE_DIR", int(fid))[0]
+            sel = r["FIELD_ID"] == fid
+            el[sel] = sim_array.azel(r["TIME"][sel], ra, dec)[1]
+    return el
+
+
+def test_wvr_sees_the_line_of_sight_water(quiet):
+    """The same line-of-sight path drives the visibilities and the WVRs: the WVR sees the
+    slant column pwv / sin(el) + L / PATH_PER_PWV, not a zenith column pwv + L / PATH_PER_PWV
+    times the airmass (which reads 1 / sin(el) too much path)."""
+    ms, truth = quiet
+    r = _query(ms, "DATA_DESC_ID==0", ["ANTENNA1", "TIME", "DATA", "FIELD_ID"])
+    el = _wvr_elevation(ms, r)
+    path_mm = truth.wvr_path[np.searchsorted(truth.wvr_time, r["TIME"]), r["ANTENNA1"]] * 1e3
+    slant = truth.pwv_mm / np.sin(el) + path_mm / atmosphere.PATH_PER_PWV
+    tb = r["DATA"][:, :, 0].real
+    np.testing.assert_allclose(tb, atmosphere.wvr_brightness(slant * np.sin(el), el), atol=1e-3)
+    zenith_model = atmosphere.wvr_brightness(truth.pwv_mm + path_mm / atmosphere.PATH_PER_PWV, el)
+    assert np.abs(tb - zenith_model).max() > 0.05  # the old model is distinguishable here
+
+
+def test_correlator_path_is_the_integration_average(quiet):
+    """Visibilities carry the path averaged over each 6.048 s integration: it matches the mean
+    of the WVR samples inside the integration much better than the nearest single sample."""
+    _, truth = quiet
+    it = truth.config.int_time_s
+    d_mean, d_near = [], []
+    for i in np.nonzero(~truth.time_is_atm)[0]:
+        dt = truth.wvr_time - truth.time[i]
+        inside = np.abs(dt) < it / 2
+        if inside.sum() < 5:
+            continue
+        d_mean.append(truth.wet_path[i] - truth.wvr_path[inside].mean(axis=0))
+        d_near.append(truth.wet_path[i] - truth.wvr_path[np.argmin(np.abs(dt))])
+    assert len(d_mean) >= 5
+    rms_mean, rms_near = np.sqrt(np.mean(np.square(d_mean))), np.sqrt(np.mean(np.square(d_near)))
+    assert rms_near > 0
+    assert rms_mean < 0.5 * rms_near, (rms_mean, rms_near)
 
 
 def test_syscal_holds_true_tsys_at_atmosphere_scans(tiny):
@@ -379,7 +430,12 @@ def test_antenna_position_errors_appear_as_geometric_phase(tmp_path_factory):
                ["DATA", "ANTENNA1", "ANTENNA2", "TIME", "FIELD_ID"])
     nu = truth.science_chan_freq[0]
     for i in range(0, r["TIME"].size, 7):
-        s = _source_vector(truth, r["FIELD_ID"][i], r["TIME"][i])[0]
+        # CASA's KAntPos geometry (precession, nutation, UT1; frame at antenna 0)
+        from fastcal.geometry import antpos_direction_itrf
+
+        with ct.table(str(ms / "FIELD"), ack=False) as f:
+            ra, dec = f.getcell("PHASE_DIR", int(r["FIELD_ID"][i]))[0]
+        s = antpos_direction_itrf(r["TIME"][i], ra, dec, truth.antenna_positions[0])
         dw = off @ s  # w error per antenna (m)
         p, q = r["ANTENNA1"][i], r["ANTENNA2"][i]
         expect = truth.model_flux(r["FIELD_ID"][i], nu) * np.exp(2j * np.pi * nu * (dw[p] - dw[q]) / C)
@@ -484,7 +540,9 @@ def test_truth_roundtrip(tiny):
     assert truth.bandpass.shape == (2, 5, 16, 2) and truth.delays_ns.shape == (5, 2)
     assert truth.wvr_path.shape == (truth.wvr_time.size, 5)
     assert truth.dry_path.shape == truth.wet_path.shape == (truth.time.size, 5)
-    assert np.std(truth.dry_path) == pytest.approx(0.1 * np.std(truth.wet_path), rel=0.3)
+    assert np.std(truth.dry_path) == pytest.approx(
+        truth.config.dry_fraction * np.std(truth.wet_path), rel=0.3
+    )
     with pytest.raises(Exception, match="truth file"):
         load_truth(ms.parent / "missing.ms")
 

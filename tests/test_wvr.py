@@ -47,7 +47,7 @@ def _sim(tmp_path_factory, name: str, seed: int = 1, **params):
 
 @pytest.fixture(scope="module")
 def wvr_ms(tmp_path_factory):
-    """Default WVR noise (0.1 K), dry residual 10% of the wet path."""
+    """Simulator defaults: WVR noise 0.1 K, dry (unseen) path rms 0.4 x the wet rms."""
     return _sim(tmp_path_factory, "wvr.ms")
 
 
@@ -56,11 +56,22 @@ def wvr_result(wvr_ms):
     return solve_wvr(wvr_ms[0])
 
 
-def _residuals(truth, res) -> tuple[float, float, float]:
-    """(before, after, dry) rms path (m) at the WVR times, per antenna relative to the array.
+@pytest.fixture(scope="module")
+def wet_ms(tmp_path_factory):
+    """A mostly wet atmosphere (dry path rms 0.1 x the wet rms) and its WVR solution."""
+    path, truth = _sim(tmp_path_factory, "wet.ms", dry_fraction=0.1)
+    return path, truth, solve_wvr(path)
 
-    Truth total path = the wet path the WVRs saw (exact at WVR times) + the dry path
-    (interpolated from the integration centres). Per-antenna means are removed per segment.
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.nanmean(x**2)))
+
+
+def _residuals(truth, res) -> tuple[float, float, float]:
+    """(wet before, wet after, dry) rms path (m) at the WVR times, relative to the array mean.
+
+    Compares the retrieved path with the wet path the WVRs saw (exact at the WVR sample
+    times). Per-antenna means are removed per segment.
     """
     ti = np.searchsorted(np.round(truth.wvr_time * 1e3), np.round(res.time * 1e3))
     wet = truth.wvr_path[ti]
@@ -77,10 +88,45 @@ def _residuals(truth, res) -> tuple[float, float, float]:
             x[m] -= np.nanmean(x[m], axis=0)
         return x - np.nanmean(x, axis=1, keepdims=True)
 
-    def rms(x):
-        return float(np.sqrt(np.nanmean(x**2)))
+    return _rms(proc(wet)), _rms(proc(wet - res.path_m)), _rms(proc(dry))
 
-    return rms(proc(wet + dry)), rms(proc(wet + dry - res.path_m)), rms(proc(dry))
+
+def _nearest(t_from: np.ndarray, y: np.ndarray, t_to: np.ndarray) -> np.ndarray:
+    """y (n_from, n_ant) at the nearest of t_from (sorted) to each t_to (applycal 'nearest')."""
+    i = np.clip(np.searchsorted(t_from, t_to), 1, t_from.size - 1)
+    i -= (t_to - t_from[i - 1]) < (t_from[i] - t_to)
+    return y[i]
+
+
+def _science_residuals(truth, res) -> dict[str, float]:
+    """Residual path rms (m) on the science data after applying the WVR table (the criterion).
+
+    At every non-ATM correlator integration: the true total excess path (wet + dry, averaged
+    over the integration as the correlator does) relative to the array mean, minus the WVR
+    path of the nearest WVR solution (applycal interp='nearest', as the pipeline registers
+    it); per-antenna means removed per scan (phase calibration absorbs a constant per scan).
+    ``dry`` is the injected dry path processed the same way; ``sampling`` is what a perfect,
+    noiseless WVR still leaves: the integration-averaged wet path minus the wet path at the
+    nearest WVR sample.
+    """
+    sci = ~truth.time_is_atm
+    t, scan = truth.time[sci], truth.time_scan[sci]
+    wet, dry = truth.wet_path[sci], truth.dry_path[sci]
+    wvr = _nearest(res.time, res.path_m, t)
+
+    def proc(x):
+        x = x - np.nanmean(x, axis=1, keepdims=True)
+        for s in np.unique(scan):
+            m = scan == s
+            x[m] -= np.nanmean(x[m], axis=0)
+        return x
+
+    return {
+        "before": _rms(proc(wet + dry)),
+        "after": _rms(proc(wet + dry - wvr)),
+        "dry": _rms(proc(dry)),
+        "sampling": _rms(proc(wet - _nearest(truth.wvr_time, truth.wvr_path, t))),
+    }
 
 
 # ---------------------------------------------------------------------------- atmosphere
@@ -239,7 +285,7 @@ def test_reversespw_flips_the_sign(wvr_ms, wvr_result):
 # ---------------------------------------------------------------------------- accuracy
 def test_path_follows_truth_with_right_sign(wvr_ms, wvr_result):
     _, truth = wvr_ms
-    before, after, dry = _residuals(truth, wvr_result)
+    before, after, _dry = _residuals(truth, wvr_result)
     assert after < before / 3  # the correction removes most of the wet fluctuation
     ti = np.searchsorted(np.round(truth.wvr_time * 1e3), np.round(wvr_result.time * 1e3))
     wet = truth.wvr_path[ti]
@@ -250,25 +296,41 @@ def test_path_follows_truth_with_right_sign(wvr_ms, wvr_result):
     assert r > 0.95
 
 
-def test_residual_within_1p2_of_dry_path(tmp_path_factory):
-    """With a quiet radiometer the residual is the dry path the WVR cannot see (<= 1.2x).
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_science_residual_within_1p2_of_dry_path(tmp_path_factory, seed):
+    """Issue 6 criterion on the science data, simulator defaults (0.1 K WVR noise).
 
-    At the default 0.1 K the radiometer's own thermal noise (~7 um per sample here) dominates
-    instead: checked against the expected thermal contribution in the next test.
+    With the WVR path smoothed over the science integration (6.048 s) and applied 'nearest',
+    the residual path rms after correction is <= 1.2 x the injected dry path (processed the
+    same way). Over seeds 0..11: median 1.01, range 0.95..1.10.
     """
-    path, truth = _sim(tmp_path_factory, "quiet.ms", seed=3, wvr_noise_k=0.01)
-    res = solve_wvr(path)
-    before, after, dry = _residuals(truth, res)
-    assert dry > 0
-    assert after <= 1.2 * dry, (before, after, dry)
+    path, truth = _sim(tmp_path_factory, f"sci{seed}.ms", seed=seed)
+    r = _science_residuals(truth, solve_wvr(path, smooth=truth.config.int_time_s))
+    assert r["dry"] > 0
+    assert r["after"] < r["before"] / 2, r
+    assert r["after"] <= 1.2 * r["dry"], r
+
+
+def test_unsmoothed_residual_excess_is_noise_and_sampling(wvr_ms, wvr_result):
+    """Without smoothing (wvrgcal's default) one 1.152 s WVR sample corrects a 6.048 s
+    integration: the excess over the dry path is the radiometer noise plus the wet path that
+    changes inside the integration (the criterion then fails for some seeds: 1.07..1.48 x).
+    """
+    _, truth = wvr_ms
+    r = _science_residuals(truth, wvr_result)
+    excess = np.sqrt(max(r["after"] ** 2 - r["dry"] ** 2, 0.0))
+    thermal = np.nanmedian(wvr_result.stats.thermal_um) * 1e-6
+    expected = np.hypot(thermal, r["sampling"])
+    assert r["sampling"] > 0
+    assert 0.6 * expected < excess < 1.3 * expected, (r, thermal, excess)
 
 
 def test_residual_excess_is_the_radiometer_noise(wvr_ms, wvr_result):
+    """At the WVR sample times the retrieval error is the radiometer's thermal noise."""
     _, truth = wvr_ms
-    before, after, dry = _residuals(truth, wvr_result)
-    excess = np.sqrt(max(after**2 - dry**2, 0.0))
+    _before, after, _dry = _residuals(truth, wvr_result)
     thermal = np.nanmedian(wvr_result.stats.thermal_um) * 1e-6
-    assert 0.5 * thermal < excess < 1.2 * thermal, (after, dry, excess, thermal)
+    assert 0.5 * thermal < after < 1.3 * thermal, (after, thermal)
 
 
 # ---------------------------------------------------------------------------- options
@@ -393,12 +455,13 @@ def test_statistics_are_consistent(wvr_ms, wvr_result):
 
 @pytest.mark.filterwarnings("ignore:the solver did not converge")
 @pytest.mark.parametrize("method", ["gaincal", "direct"])
-def test_improvement_ratio_on_calibrators(wvr_ms, wvr_result, method):
-    imp = wvr_improvement(wvr_ms[0], wvr_result.table, method=method)
+def test_improvement_ratio_on_calibrators(wet_ms, method):
+    path, _truth, res = wet_ms
+    imp = wvr_improvement(path, res.table, method=method)
     assert imp.score > 1.5  # WVR removes most of the 100 um rms wet screen
     assert np.nanmedian(imp.ratio) < 0.7
-    null = solve_wvr(wvr_ms[0], scale=0.0)
-    imp0 = wvr_improvement(wvr_ms[0], null.table, method=method)
+    null = solve_wvr(path, scale=0.0)
+    imp0 = wvr_improvement(path, null.table, method=method)
     assert imp0.score == pytest.approx(1.0, abs=1e-4)
 
 

@@ -5,8 +5,9 @@
 * tables of any supported type (G, T, B, K, KMBD, B TSYS, WVR T, KAntPos) are evaluated by
   :mod:`fastcal.interp` in CASA's order of application and divided out of DATA into
   CORRECTED_DATA (created, as a copy of DATA, when absent);
-* ``applymode`` ``calflag`` (default; ``calflagstrict`` is the same since fastcal never
-  passes data without calibration), ``calonly``, ``flagonly`` (``flagonlystrict``), ``trial``;
+* ``applymode`` ``calflag`` (default), ``calflagstrict`` (as calflag, and spws some table
+  cannot calibrate are flagged, as CASA, instead of raising), ``calonly``, ``flagonly``
+  (``flagonlystrict``), ``trial``;
 * ``calwt``: WEIGHT (and WEIGHT_SPECTRUM when it holds values) = 1/SIGMA^2 (SIGMA_SPECTRUM
   when present) times the weight scale of the calwt tables, so a re-run gives the same
   weights; without any calwt table WEIGHT is not touched;
@@ -119,6 +120,9 @@ class ApplyReport:
     skipped_spws : tuple of int
         Spws left alone by a default (``spw=''``) selection: WVR/Tsys-only spws for which the
         tables have no solutions.
+    strict_flagged_spws : tuple of int
+        ``calflagstrict``/``flagonlystrict``: spws some table has no solutions for; all their
+        selected data were flagged (as CASA), CORRECTED_DATA and weights untouched.
     elapsed_s : float
     """
 
@@ -135,6 +139,7 @@ class ApplyReport:
     flag_version: str | None = None
     columns_written: tuple[str, ...] = ()
     skipped_spws: tuple[int, ...] = ()
+    strict_flagged_spws: tuple[int, ...] = ()
     elapsed_s: float = 0.0
 
     @property
@@ -157,6 +162,8 @@ class ApplyReport:
             lines.append(f"  flag backup: {self.flag_version}")
         if self.skipped_spws:
             lines.append(f"  spws without solutions left untouched: {list(self.skipped_spws)}")
+        if self.strict_flagged_spws:
+            lines.append(f"  spws without solutions flagged: {list(self.strict_flagged_spws)}")
         lines.append(
             f"  wrote {', '.join(self.columns_written) or 'nothing'} in {self.elapsed_s:.2f} s"
         )
@@ -472,7 +479,18 @@ def _applycal_locked(
         info, read_cols, selection=sel, chunk_bytes=int(chunk_bytes or DEFAULT_CHUNK_BYTES)
     )
     skipped: tuple[int, ...] = ()
-    if not spw:
+    strict_chunks: list[Chunk] = []
+    if mode_key.endswith("strict"):
+        # CASA (Calibrater::correct2): in '...strict' modes the data of spws some table cannot
+        # calibrate are flagged (CORRECTED_DATA and weights untouched) instead of skipped
+        strict_chunks = [c for c in chunks if not _all_have_spw(specs, c.spw_id)]
+        chunks = [c for c in chunks if _all_have_spw(specs, c.spw_id)]
+        if not chunks:
+            raise SelectionError(
+                f"no selected spw of {info.path} has solutions in the tables "
+                f"(applymode={mode_key!r} would flag everything)"
+            )
+    elif not spw:
         chunks, skipped = _default_spw_filter(info, chunks, lambda s: _all_have_spw(specs, s))
         if not chunks:
             raise SelectionError(
@@ -487,6 +505,7 @@ def _applycal_locked(
             field_id=c.field_id,
             observation_id=c.observation_id,
             times=np.array([c.time[0], c.time[-1]]),
+            scan=c.scan,
         )
     calwt_any = any(s.calwt for s in specs) and writes_data
     report = ApplyReport(
@@ -495,9 +514,11 @@ def _applycal_locked(
         tables=[s.describe() for s in specs],
         n_chunks=len(chunks),
         skipped_spws=skipped,
+        strict_flagged_spws=tuple(sorted({c.spw_id for c in strict_chunks})),
     )
     if mode == MODE_TRIAL:
         _run(info, chunks, specs, mode, False, report, None, n_threads, progress)
+        _flag_uncalibrated(info, strict_chunks, report, None)
         report.elapsed_s = time.perf_counter() - t0
         logger.info("%s", report.summary())
         return report
@@ -510,6 +531,7 @@ def _applycal_locked(
         ensure_column(info, "CORRECTED_DATA")
     with ChunkWriter(info) as writer:
         _run(info, chunks, specs, mode, calwt_any, report, writer, n_threads, progress)
+        _flag_uncalibrated(info, strict_chunks, report, writer)
     cols = (["CORRECTED_DATA"] if writes_data else []) + (
         ["FLAG", "FLAG_ROW"] if mode != MODE_CALONLY else []
     )
@@ -528,6 +550,34 @@ def _applycal_locked(
     report.elapsed_s = time.perf_counter() - t0
     logger.info("%s", report.summary())
     return report
+
+
+def _flag_uncalibrated(
+    info: MSInfo, chunks: list[Chunk], report: ApplyReport, writer: ChunkWriter | None
+) -> None:
+    """'...strict' modes: flag every sample of `chunks` (spws without calibration), as CASA."""
+    for chunk in chunks:
+        full = chunk.n_chan == info.spws[chunk.spw_id].num_chan
+        for i in range(chunk.n_blocks):
+            flag = read_block(chunk, i, ("FLAG",))["FLAG"]
+            before = int(flag.sum())
+            report.n_rows += flag.shape[0]
+            report.n_samples += flag.size
+            report.n_flagged_before += before
+            report.n_newly_flagged += flag.size - before
+            if writer is not None:
+                rows = chunk.rows[chunk.block_slice(i)]
+                writer.write(
+                    "FLAG", rows, np.ones_like(flag), channels=None if full else chunk.chan
+                )
+    if chunks:
+        logger.warning(
+            "applycal %s: spws %s of %s have no solutions in some table; all their data were "
+            "flagged (CASA's strict mode)",
+            report.applymode,
+            list(report.strict_flagged_spws),
+            info.path,
+        )
 
 
 def _all_have_spw(specs: Sequence[ApplySpec], spw_id: int) -> bool:

@@ -103,6 +103,9 @@ class InterpMode:
         ``...flag`` frequency mode.
     text : str
         The string as given.
+    perscan : bool
+        Use only the solutions of the data's scan (caltable SCAN_NUMBER); a scan without
+        solutions is flagged (CASA 6.7 ``...perscan``; supersedes ``perobs``).
     """
 
     time: str
@@ -111,6 +114,7 @@ class InterpMode:
     freq: str
     freq_flag: bool
     text: str
+    perscan: bool = False
 
 
 def parse_interp(text: str | None, vis_cal: str = "G Jones") -> InterpMode:
@@ -122,7 +126,7 @@ def parse_interp(text: str | None, vis_cal: str = "G Jones") -> InterpMode:
     ParameterError
         Malformed string.
     UnsupportedError
-        A valid CASA mode fastcal does not implement (cubic, spline, ...rel, perscan), or PD on
+        A valid CASA mode fastcal does not implement (cubic, spline, ...rel), or PD on
         a channelised/real-valued table.
     """
     raw = "" if text is None else str(text)
@@ -135,13 +139,16 @@ def parse_interp(text: str | None, vis_cal: str = "G Jones") -> InterpMode:
     tpart = parts[0] or "linear"
     fpart = parts[1] if len(parts) == 2 and parts[1] else "linear"
     tl = tpart
-    perobs = tl.endswith("perobs")
-    if perobs:
-        tl = tl[: -len("perobs")]
-    if tl.endswith("perscan") or fpart.endswith("rel") or fpart.startswith(("cubic", "spline")):
+    perobs = perscan = False
+    while tl.endswith(("perobs", "perscan")):
+        if tl.endswith("perobs"):
+            perobs, tl = True, tl[: -len("perobs")]
+        else:
+            perscan, tl = True, tl[: -len("perscan")]
+    if fpart.endswith("rel") or fpart.startswith(("cubic", "spline")):
         raise UnsupportedError(
             f"interp={raw!r}: this CASA mode is not implemented in fastcal; valid: "
-            "time linear/nearest[PD][perobs], freq linear/nearest[flag]"
+            "time linear/nearest[PD][perobs|perscan], freq linear/nearest[flag]"
         )
     pd = tl.endswith("PD")
     if pd:
@@ -149,14 +156,16 @@ def parse_interp(text: str | None, vis_cal: str = "G Jones") -> InterpMode:
     if tl not in _TIME_MODES or fpart not in _FREQ_MODES:
         raise ParameterError(
             f"interp={raw!r} is not valid; valid: time 'linear', 'nearest' (optionally with 'PD' "
-            f"and/or 'perobs'), then optionally ',<freq>' with freq in {', '.join(_FREQ_MODES)}"
+            f"and/or 'perobs'/'perscan'), then optionally ',<freq>' with freq in {', '.join(_FREQ_MODES)}"
         )
     if pd and vis_cal not in ("G Jones", "T Jones"):
         raise UnsupportedError(
             f"interp={raw!r}: PD modes apply to G and T tables only, not {vis_cal!r}"
         )
     freq_flag = fpart.endswith("flag")
-    return InterpMode(tl, pd, perobs, fpart[:-4] if freq_flag else fpart, freq_flag, raw)
+    return InterpMode(
+        tl, pd, perobs and not perscan, fpart[:-4] if freq_flag else fpart, freq_flag, raw, perscan
+    )
 
 
 # --------------------------------------------------------------------------- specs
@@ -238,15 +247,20 @@ class ApplySpec:
         )
 
     # ---- solutions for one data chunk
-    def _slice(self, spw_id: int, field_id: int, obs_id: int) -> _Slice:
+    def _slice(
+        self, spw_id: int, field_id: int, obs_id: int, scan: int | None = None
+    ) -> _Slice | None:
+        """Solutions for these data; None: ``perscan`` and the scan has no solutions."""
         cspw = self.cal_spw(spw_id)
         fields = self.fields_for(field_id)
         obs = obs_id if self.interp.perobs and len(np.unique(self.table.obs_id)) > 1 else None
-        key = (cspw, fields, obs)
+        sc = scan if self.interp.perscan and scan is not None else None
+        key = (cspw, fields, obs, sc)
         with self._lock:
+            hit = key in self._slices
             got = self._slices.get(key)
-        if got is None:
-            got = _build_slice(self, cspw, fields, obs, spw_id, field_id)
+        if not hit:
+            got = _build_slice(self, cspw, fields, obs, spw_id, field_id, sc)
             with self._lock:
                 self._slices[key] = got
         return got
@@ -506,6 +520,7 @@ def check_coverage(
     field_id: int,
     observation_id: int,
     times: np.ndarray,
+    scan: int | None = None,
 ) -> None:
     """Raise :class:`CalTableError` if some table cannot calibrate these data at all.
 
@@ -515,8 +530,8 @@ def check_coverage(
     times = np.asarray(times, np.float64)
     for s in specs:
         _check_spw(s, spw_id)
-        sl = s._slice(spw_id, field_id, observation_id)
-        if s.vis_cal == "KAntPos Jones" or times.size == 0:
+        sl = s._slice(spw_id, field_id, observation_id, scan)
+        if sl is None or s.vis_cal == "KAntPos Jones" or times.size == 0:
             continue
         k = (
             np.clip(np.searchsorted(sl.time, times), 1, sl.time.size)
@@ -542,7 +557,8 @@ def _build_slice(
     obs: int | None,
     spw_id: int,
     field_id: int,
-) -> _Slice:
+    scan: int | None = None,
+) -> _Slice | None:
     tab = spec.table
     if spec.vis_cal == "KAntPos Jones":
         cspw = int(tab.spw_ids[0])
@@ -551,6 +567,20 @@ def _build_slice(
         m &= np.isin(tab.field_id, fields)
     if obs is not None:
         m &= tab.obs_id == obs
+    if scan is not None and spec.vis_cal != "KAntPos Jones":
+        if not np.any(m):
+            scan = None  # report the missing spw/field below
+        else:
+            m &= tab.scan == scan
+            if not np.any(m):  # CASA perscan: this scan's data are flagged (logged)
+                logger.warning(
+                    "%s: no solutions for scan %d (spw %d, field %d); 'perscan' flags its data",
+                    spec.name,
+                    scan,
+                    spw_id,
+                    field_id,
+                )
+                return None
     rows = np.flatnonzero(m)
     if rows.size == 0:
         what = (
@@ -714,6 +744,7 @@ def _term(
     obs_id: int,
     times: np.ndarray,
     chan_freq: np.ndarray,
+    scan: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """One table's (jones, flag, mean_wscale or None) on (n_u, n_ant_tab, n_chan or 1, 2).
 
@@ -721,7 +752,11 @@ def _term(
     one scan) give the same values at every time: they are evaluated once per (spw, field,
     observation, channel axis), cached on the spec, and broadcast.
     """
-    sl = spec._slice(spw_id, field_id, obs_id)
+    sl = spec._slice(spw_id, field_id, obs_id, scan)
+    if sl is None:  # perscan without solutions for this scan: flagged, J = 1
+        n_c = chan_freq.size if spec.vis_cal in CHANNELISED else 1
+        shape = (times.size, spec.table.n_ant, n_c, 2)
+        return np.ones(shape, np.complex64), np.ones(shape, bool), None
     if sl.time.size == 1 and spec.vis_cal != "KAntPos Jones":
         key = (
             "term",
@@ -827,7 +862,8 @@ def _term_eval(
         offsets = val[0, :, 0, :3]  # (n_ant, 3) m, time-independent
         fl = flg[0, :, 0, :3].any(axis=-1)
         f = info.fields[field_id]
-        tau = _ANTPOS_SIGN * geometric_delay_s(offsets, times, f.ra_rad, f.dec_rad)  # (n_u, n_ant)
+        ref = info.antennas[0].position  # CASA: measures frame at antenna 0 (docs/antpos.md)
+        tau = _ANTPOS_SIGN * geometric_delay_s(offsets, times, f.ra_rad, f.dec_rad, ref)
         j = np.exp(2j * np.pi * tau[:, :, None, None] * chan_freq[None, None, :, None])
         j = np.repeat(j, 2, axis=3)
         flg = np.broadcast_to(fl[None, :, None, None], j.shape)
@@ -862,8 +898,8 @@ def chunk_jones(
         From :func:`prepare_gaintables` (applied in their order).
     info : MSInfo
     spw_id, field_id, scan, observation_id : int
-        The chunk's MS spw, field, scan and OBSERVATION_ID (`scan` is accepted for future
-        per-scan modes).
+        The chunk's MS spw, field, scan and OBSERVATION_ID (`scan` selects the solutions of
+        tables applied with ``...perscan``).
     times : float64 (n_utime,)
         Unique data times (MJD s).
     chan_freq : float64 (n_chan,)
@@ -887,7 +923,8 @@ def chunk_jones(
     chan_freq = np.asarray(chan_freq, np.float64).reshape(-1)
     n_u = times.size
     terms = [
-        (s, *_term(s, info, spw_id, field_id, observation_id, times, chan_freq)) for s in specs
+        (s, *_term(s, info, spw_id, field_id, observation_id, times, chan_freq, scan))
+        for s in specs
     ]
     n_c = max([j.shape[2] for _, j, _, _ in terms], default=1)
     jones = np.ones((n_u, n_ant, n_c, 2), np.complex64)
@@ -897,7 +934,10 @@ def chunk_jones(
     wmean = np.ones((n_u, n_ant, 1, 2), np.float32) if any_wt else None
     for s, j, f, mws in terms:
         na = min(n_ant, j.shape[1])
-        jones[:, :na] *= j[:, :na]
+        # CASA (VisJones::syncJones -> invJones, setMatByOk): a flagged or zero element of one
+        # term is 1 in that term only; the other terms are still applied (flag is kept)
+        f = f | (j == 0)
+        jones[:, :na] *= np.where(f[:, :na], np.complex64(1.0), j[:, :na])
         flag[:, :na] |= f[:, :na]
         if na < n_ant:  # antennas the table does not know: flagged
             flag[:, na:] = True

@@ -72,7 +72,9 @@ def _interp_sorted(xs, ys, m, f, nearest):
 
 @numba.njit(**JIT)
 def _registration_flags(flgin, fin, fout, nearest, oflag):
-    """CASA's channel-registration flags ('...flag' frequency modes) for one parameter."""
+    """CASA's channel-registration flags ('...flag' frequency modes) for one parameter
+    (CTPatchedInterp::resampleFlagsInFreq: a data channel exactly on a calibration channel
+    takes that channel's flag; otherwise the flag of its registration interval)."""
     nflg = flgin.shape[0]
     flreg = np.empty(nflg, np.bool_)
     if nearest or nflg == 1:
@@ -91,6 +93,9 @@ def _registration_flags(flgin, fin, fout, nearest, oflag):
             ireg = 0
             while ireg < nflg and fin[ireg] > f:
                 ireg += 1
+        if ireg < nflg and fin[ireg] == f:  # exact registration: that channel's own flag
+            oflag[j] = flgin[ireg]
+            continue
         if ireg > 0:
             ireg -= 1
         if ireg > nflg - 1:
@@ -199,6 +204,88 @@ def resample_freq(val, flg, fin, fout, nearest, flagmode, n_sub, out, oflag):
 
 
 @numba.njit(**JIT)
+def _inverse_jones(jones, jflag):
+    """1/J and the "bad" flags of a Jones array. `jones` holds, for a flagged element, the
+    product of the unflagged terms only (:func:`fastcal.interp.chunk_jones`, as CASA's
+    setMatByOk), which is inverted as well; a zero element gets 1/J = 1."""
+    jinv = np.ones(jones.shape, np.complex64)
+    jbad = np.empty(jones.shape, np.bool_)
+    n_utime, n_ant, n_jchan, n_rec = jones.shape
+    for t in range(n_utime):
+        for p in range(n_ant):
+            for c in range(n_jchan):
+                for a in range(n_rec):
+                    j = jones[t, p, c, a]
+                    bad = jflag[t, p, c, a] or (j.real == 0.0 and j.imag == 0.0)
+                    jbad[t, p, c, a] = bad
+                    if not (j.real == 0.0 and j.imag == 0.0):
+                        jinv[t, p, c, a] = 1.0 / j
+    return jinv, jbad
+
+
+@numba.njit(**JIT)
+def _correct_diag(
+    data, flag, ant1, ant2, time_idx, jinv, jbad, do_cal, do_flag, out_data, out_flag
+):
+    """Data and flags of a block whose correlation k uses receptors (k, k).
+
+    One branch-free pass per row over (channel, correlation), indexing the two antennas'
+    inverse Jones directly (vectorisable). Returns (flagged before, bad and unflagged).
+    """
+    n_row, n_chan, n_corr = flag.shape
+    cstep = 1 if jinv.shape[2] > 1 else 0
+    n_before = 0
+    n_bad_unflagged = 0
+    for r in range(n_row):
+        t = time_idx[r]
+        jp = jinv[t, ant1[r]]
+        jq = jinv[t, ant2[r]]
+        bp = jbad[t, ant1[r]]
+        bq = jbad[t, ant2[r]]
+        for c in range(n_chan):
+            cj = c * cstep
+            for k in range(n_corr):
+                if do_cal:
+                    out_data[r, c, k] = data[r, c, k] * (jp[cj, k] * np.conj(jq[cj, k]))
+                fin = flag[r, c, k]
+                bad = bp[cj, k] or bq[cj, k]
+                n_before += fin
+                n_bad_unflagged += bad and not fin
+                out_flag[r, c, k] = fin or (bad and do_flag)
+    return n_before, n_bad_unflagged
+
+
+@numba.njit(**JIT)
+def _correct_general(
+    data, flag, ant1, ant2, time_idx, jinv, jbad, corr_rec, do_cal, do_flag, out_data, out_flag
+):
+    """As :func:`_correct_diag` for any correlation -> receptor map (e.g. XX, XY, YX, YY)."""
+    n_row, n_chan, n_corr = flag.shape
+    cstep = 1 if jinv.shape[2] > 1 else 0
+    n_before = 0
+    n_bad_unflagged = 0
+    for r in range(n_row):
+        t = time_idx[r]
+        jp = jinv[t, ant1[r]]
+        jq = jinv[t, ant2[r]]
+        bp = jbad[t, ant1[r]]
+        bq = jbad[t, ant2[r]]
+        for c in range(n_chan):
+            cj = c * cstep
+            for k in range(n_corr):
+                a = corr_rec[k, 0]
+                b = corr_rec[k, 1]
+                if do_cal:
+                    out_data[r, c, k] = data[r, c, k] * (jp[cj, a] * np.conj(jq[cj, b]))
+                fin = flag[r, c, k]
+                bad = bp[cj, a] or bq[cj, b]
+                n_before += fin
+                n_bad_unflagged += bad and not fin
+                out_flag[r, c, k] = fin or (bad and do_flag)
+    return n_before, n_bad_unflagged
+
+
+@numba.njit(**JIT)
 def apply_rows(
     data,
     flag,
@@ -261,66 +348,42 @@ def apply_rows(
     n_wchan = weight.shape[1]
     do_cal = mode == MODE_CALFLAG or mode == MODE_CALONLY
     do_flag = mode == MODE_CALFLAG or mode == MODE_FLAGONLY or mode == MODE_TRIAL
-    # inverse Jones and "bad" flags, once per block; a flagged or singular solution counts as
-    # J = 1 (CASA: the other antenna's correction is still applied, e.g. in calonly)
-    jinv = np.ones(jones.shape, np.complex64)
-    jbad = np.empty(jones.shape, np.bool_)
-    for t in range(n_utime):
-        for p in range(n_ant):
-            for c in range(n_jchan):
-                for a in range(n_rec):
-                    j = jones[t, p, c, a]
-                    bad = jflag[t, p, c, a] or (j.real == 0.0 and j.imag == 0.0)
-                    jbad[t, p, c, a] = bad
-                    if not bad:
-                        jinv[t, p, c, a] = 1.0 / j
+    jinv, jbad = _inverse_jones(jones, jflag)
     n_samp = n_row * n_chan * n_corr
-    n_before = 0
-    n_new = 0
-    n_uncal = 0
     ra = corr_rec[:, 0]
     rb = corr_rec[:, 1]
+    diag = n_corr == n_rec
+    for k in range(n_corr):
+        diag = diag and ra[k] == k and rb[k] == k
+    if diag:  # parallel hands in receptor order (XX, YY): no receptor gather per sample
+        n_before, n_bad_unflagged = _correct_diag(
+            data, flag, ant1, ant2, time_idx, jinv, jbad, do_cal, do_flag, out_data, out_flag
+        )
+    else:
+        n_before, n_bad_unflagged = _correct_general(
+            data, flag, ant1, ant2, time_idx, jinv, jbad, corr_rec, do_cal, do_flag,
+            out_data, out_flag,
+        )  # fmt: skip
     for r in range(n_row):
         t = time_idx[r]
-        jp = jinv[t, ant1[r]]  # (n_jchan, n_rec) views of this row's antennas
-        jq = jinv[t, ant2[r]]
-        bp = jbad[t, ant1[r]]
-        bq = jbad[t, ant2[r]]
+        p = ant1[r]
+        q = ant2[r]
         if n_wchan == 1:
             for k in range(n_corr):
                 w = weight[r, 0, k]
                 if calwt:
-                    w = w * wscale_w[t, ant1[r], 0, ra[k]] * wscale_w[t, ant2[r], 0, rb[k]]
+                    w = w * wscale_w[t, p, 0, ra[k]] * wscale_w[t, q, 0, rb[k]]
                 out_weight[r, 0, k] = w
-        for c in range(n_chan):
-            cj = c if n_jchan > 1 else 0
-            for k in range(n_corr):
-                a = ra[k]
-                b = rb[k]
-                fin = flag[r, c, k]
-                bad = bp[cj, a] or bq[cj, b]
-                if fin:
-                    n_before += 1
-                if bad:
-                    if do_flag:
-                        out_flag[r, c, k] = True
-                        if not fin:
-                            n_new += 1
-                    else:
-                        out_flag[r, c, k] = fin
-                        if not fin:
-                            n_uncal += 1
-                    if do_cal:
-                        out_data[r, c, k] = data[r, c, k] * (jp[cj, a] * np.conj(jq[cj, b]))
-                else:
-                    out_flag[r, c, k] = fin
-                    if do_cal:
-                        out_data[r, c, k] = data[r, c, k] * (jp[cj, a] * np.conj(jq[cj, b]))
-                if n_wchan > 1:
+        else:
+            for c in range(n_chan):
+                cj = c if n_jchan > 1 else 0
+                for k in range(n_corr):
                     w = weight[r, c, k]
                     if calwt:
-                        w = w * wscale[t, ant1[r], cj, a] * wscale[t, ant2[r], cj, b]
+                        w = w * wscale[t, p, cj, ra[k]] * wscale[t, q, cj, rb[k]]
                     out_weight[r, c, k] = w
+    n_new = n_bad_unflagged if do_flag else 0
+    n_uncal = 0 if do_flag else n_bad_unflagged
     counts[0] += n_samp
     counts[1] += n_before
     counts[2] += n_new

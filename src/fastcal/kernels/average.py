@@ -108,6 +108,84 @@ def _check_shapes(data, flag, weight, ant1, ant2, interval_idx, chan_bin, corr_i
 
 
 @numba.njit(**JIT)
+def _reduce_point_plain(data, model_spec, flag, weight, ant1, ant2, interval_idx, chan_bin,
+                        ci0, ci1, vis_sum, wt_sum, n_samples):
+    """:func:`_reduce` for its most common case: point model, no pre-applied Jones, one
+    weight per row and correlation, two output pols. The same arithmetic in the same order
+    (so the same sums), with the per-row weight checks hoisted out of the channel loop."""
+    n_row, n_chan, n_corr = data.shape
+    n_int, n_bl, n_out, n_pol = vis_sum.shape
+    n_ant = _n_ant_of(n_bl)
+    m2s = np.empty((n_chan, 2), np.float64)
+    for c in range(n_chan):
+        for k in range(2):
+            m = np.complex128(model_spec[c, k])
+            m2s[c, k] = m.real * m.real + m.imag * m.imag
+    for r in range(n_row):
+        it = interval_idx[r]
+        if it < 0 or it >= n_int:
+            continue
+        p = ant1[r]
+        q = ant2[r]
+        if p == q or p < 0 or q < 0 or p >= n_ant or q >= n_ant:
+            continue
+        swap = p > q
+        bl = baseline_index(q, p, n_ant) if swap else baseline_index(p, q, n_ant)
+        w0 = np.float64(weight[r, 0, ci0])
+        w1 = np.float64(weight[r, 0, ci1])
+        ok0 = w0 > 0.0 and np.isfinite(w0)
+        ok1 = w1 > 0.0 and np.isfinite(w1)
+        if not (ok0 or ok1):
+            continue
+        cur = -1
+        ax0 = 0j
+        ax1 = 0j
+        aw0 = 0.0
+        aw1 = 0.0
+        an0 = 0
+        an1 = 0
+        for c in range(n_chan + 1):
+            ob = chan_bin[c] if c < n_chan else -2
+            if ob != cur:
+                if cur >= 0:
+                    if swap:
+                        ax0 = np.conj(ax0)
+                        ax1 = np.conj(ax1)
+                    vis_sum[it, bl, cur, 0] += ax0
+                    wt_sum[it, bl, cur, 0] += aw0
+                    n_samples[it, bl, cur, 0] += an0
+                    vis_sum[it, bl, cur, 1] += ax1
+                    wt_sum[it, bl, cur, 1] += aw1
+                    n_samples[it, bl, cur, 1] += an1
+                ax0 = 0j
+                ax1 = 0j
+                aw0 = 0.0
+                aw1 = 0.0
+                an0 = 0
+                an1 = 0
+                cur = ob if ob < n_out else -1
+            if cur < 0:
+                continue
+            bad = False
+            for k in range(n_corr):
+                bad = bad or flag[r, c, k]
+            if bad:
+                continue
+            if ok0 and m2s[c, 0] != 0.0:
+                v = np.complex128(data[r, c, ci0])
+                if np.isfinite(v.real) and np.isfinite(v.imag):
+                    ax0 += w0 * np.conj(np.complex128(model_spec[c, 0])) * v
+                    aw0 += w0 * m2s[c, 0]
+                    an0 += 1
+            if ok1 and m2s[c, 1] != 0.0:
+                v = np.complex128(data[r, c, ci1])
+                if np.isfinite(v.real) and np.isfinite(v.imag):
+                    ax1 += w1 * np.conj(np.complex128(model_spec[c, 1])) * v
+                    aw1 += w1 * m2s[c, 1]
+                    an1 += 1
+
+
+@numba.njit(**JIT)
 def _reduce(data, model, model_spec, use_spec, flag, weight, ant1, ant2, interval_idx,
             chan_bin, corr_index, jones, jones_flag, jones_time_idx, calwt,
             vis_sum, wt_sum, n_samples):
@@ -124,6 +202,10 @@ def _reduce(data, model, model_spec, use_spec, flag, weight, ant1, ant2, interva
     ci0 = corr_index[0]
     ci1 = corr_index[n_pol - 1]
 
+    if use_spec and not use_jones and not weight_per_chan and n_pol == 2:
+        _reduce_point_plain(data, model_spec, flag, weight, ant1, ant2, interval_idx,
+                            chan_bin, ci0, ci1, vis_sum, wt_sum, n_samples)
+        return
     for r in range(n_row):
         it = interval_idx[r]
         if it < 0 or it >= n_int:

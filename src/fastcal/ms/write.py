@@ -387,7 +387,15 @@ class ChunkWriter:
                 for off, start, n in self._runs(rows):
                     f = self._t.getcol("FLAG", start, n)
                     frow[off : off + n] = f.reshape(n, -1).all(axis=1)
-        self._put("FLAG_ROW", rows, frow, None)
+        # FLAG_ROW rarely changes: reading it is ~3x cheaper than writing it (scalar column),
+        # so only the rows whose value differs are written
+        cur = np.empty(rows.size, bool)
+        with self._lock:
+            for off, start, n in self._runs(rows):
+                self._t.getcolnp("FLAG_ROW", cur[off : off + n], start, n)
+        changed = cur != frow
+        if changed.any():
+            self._put("FLAG_ROW", rows[changed], frow[changed], None)
 
     def _write_expanded_weight(
         self, rows: np.ndarray, values: np.ndarray, channels: np.ndarray | None

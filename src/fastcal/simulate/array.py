@@ -23,7 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastcal.errors import ParameterError
-from fastcal.geometry import gmst_rad  # re-exported: the library's sidereal time
+from fastcal.geometry import (
+    SPEED_OF_LIGHT,
+    geometric_delay_s,
+    gmst_rad,  # re-exported: the library's sidereal time
+)
 
 __all__ = [
     "ALMA_SITE_LAT_RAD",
@@ -38,6 +42,7 @@ __all__ = [
     "itrf_to_enu",
     "alma_layout",
     "gmst_rad",
+    "antpos_w_error",
     "lst_rad",
     "hour_angle_rad",
     "azel",
@@ -386,6 +391,28 @@ def antenna_uvw(
     v = -sd * ch * x + sd * sh * y + cd * z
     w = cd * ch * x - cd * sh * y + sd * z
     return np.stack([u, v, w], axis=-1)
+
+
+def antpos_w_error(
+    offsets_itrf: np.ndarray,
+    time_mjd_s: np.ndarray,
+    ra_rad: float,
+    dec_rad: float,
+    ref_position_itrf: np.ndarray,
+) -> np.ndarray:
+    """Extra w (m) of antennas displaced by `offsets_itrf`, in CASA's KAntPos convention.
+
+    Unlike :func:`antenna_uvw`, this includes precession, nutation and UT1
+    (:func:`fastcal.geometry.antpos_direction_itrf`), so that a KAntPos table of the true
+    offsets applied by CASA or fastcal removes the injected phase exactly.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 (n_time, n_ant).
+    """
+    tau = geometric_delay_s(offsets_itrf, time_mjd_s, ra_rad, dec_rad, ref_position_itrf)
+    return tau * SPEED_OF_LIGHT
 
 
 def baseline_uvw(ant_uvw: np.ndarray, antenna1: np.ndarray, antenna2: np.ndarray) -> np.ndarray:

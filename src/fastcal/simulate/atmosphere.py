@@ -416,10 +416,12 @@ def wvr_brightness(
 
 
 def wvr_dtdl(pwv_mm: float, elevation_rad: float, t_atm_k: float = 270.0) -> np.ndarray:
-    """Sensitivity of the WVR channels to excess path, dT_B/dL (K per mm of path).
+    """Sensitivity of the WVR channels to line-of-sight excess path, dT_B/dL (K per mm).
 
-    Numerical derivative of :func:`wvr_brightness` with respect to PWV divided by
-    :data:`PATH_PER_PWV`.
+    A line-of-sight path ``L`` is a slant water column ``L / PATH_PER_PWV``, i.e. a zenith
+    column ``sin(el) L / PATH_PER_PWV``: the numerical derivative of :func:`wvr_brightness`
+    with respect to zenith PWV times ``sin(el) / PATH_PER_PWV``.  This is how the simulator
+    drives the WVR brightness from the path screen (the path screen is line-of-sight).
 
     Returns
     -------
@@ -427,12 +429,13 @@ def wvr_dtdl(pwv_mm: float, elevation_rad: float, t_atm_k: float = 270.0) -> np.
         float64 (4,).
     """
     pwv = float(_check_pwv(pwv_mm))
+    el = float(_check_elevation(elevation_rad))
     step = 1e-3
     lo = max(pwv - step, 0.0)
     hi = pwv + step
-    t_hi = wvr_brightness(hi, elevation_rad, t_atm_k)
-    t_lo = wvr_brightness(lo, elevation_rad, t_atm_k)
-    return (t_hi - t_lo) / (hi - lo) / PATH_PER_PWV
+    t_hi = wvr_brightness(hi, el, t_atm_k)
+    t_lo = wvr_brightness(lo, el, t_atm_k)
+    return (t_hi - t_lo) / (hi - lo) * np.sin(el) / PATH_PER_PWV
 
 
 # ---------------------------------------------------------------- phase screen

@@ -203,7 +203,8 @@ class SimConfig:
     wind_speed_m_s, wind_dir_deg : float
         Frozen-screen wind speed (m/s) and direction (deg).
     dry_fraction : float
-        Rms of the residual (non-WVR) path relative to the wet rms.
+        Rms of the residual (non-WVR) path relative to the wet rms (0.4: ALMA's WVR correction
+        typically lowers the phase rms by 2-3x; sources in docs/simulate.md).
     trx_scatter : float
         Fractional rms scatter of receiver temperature between antennas/polarisations.
     aperture_efficiency : float
@@ -211,7 +212,8 @@ class SimConfig:
     noise_scale : float
         Multiplies the radiometer-equation noise (>= 0).
     wvr_noise_k : float
-        Rms of the WVR brightness-temperature noise (K).
+        Rms of the WVR brightness-temperature noise per channel and 1.152 s sample (K; 0.1 K
+        is ~7 um of path, a third of ALMA's 1 s path-accuracy specification at 1.5 mm PWV).
 
     Faults
     ------
@@ -287,7 +289,7 @@ class SimConfig:
     wet_path_rms_m: float = 1.0e-4
     wind_speed_m_s: float = 10.0
     wind_dir_deg: float = 0.0
-    dry_fraction: float = 0.1
+    dry_fraction: float = 0.4
     trx_scatter: float = 0.1
     aperture_efficiency: float = 0.7
     noise_scale: float = 1.0

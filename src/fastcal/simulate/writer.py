@@ -116,10 +116,35 @@ def _time_axis(sched: Schedule) -> tuple[np.ndarray, ...]:
     return tuple(np.concatenate(x) for x in (times, scans, fields, az, el))
 
 
+def _subsample_offsets(cfg: SimConfig) -> np.ndarray:
+    """Offsets (s) from an integration centre of the sub-samples the correlator averages.
+
+    ``n_sub = max(1, round(int_time / wvr_int_time))`` equally spaced sub-sample centres,
+    so the path is sampled at about the WVR cadence inside each integration.
+    """
+    n_sub = max(1, int(round(cfg.int_time_s / cfg.wvr_int_time_s)))
+    return ((np.arange(n_sub) + 0.5) / n_sub - 0.5) * cfg.int_time_s
+
+
 def _paths(cfg: SimConfig, layout: array.AntennaLayout, times: np.ndarray,
            wvr_times: np.ndarray, rngs: dict[str, np.random.Generator]) -> tuple[np.ndarray, ...]:
-    """Wet and dry excess path (m) at the correlator and WVR times from one screen each."""
-    all_t = np.union1d(times, wvr_times)
+    """Wet and dry line-of-sight excess path (m) for the correlator and the WVRs.
+
+    One frozen screen each (wet, dry) is sampled at the WVR sample centres and at
+    sub-samples inside every correlator integration (:func:`_subsample_offsets`).  The
+    correlator integrates the fringe over its integration: the returned correlator paths are
+    the per-antenna means over the sub-samples (the phase of the time-averaged visibility to
+    first order; the small amplitude decorrelation of the average is not modelled).  The WVR
+    path is the wet path at the WVR sample centres.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        wet (n_time, n_ant), dry (n_time, n_ant), wet at the WVR times (n_wvr, n_ant).
+    """
+    offs = _subsample_offsets(cfg)
+    sub_t = (times[:, None] + offs[None, :]).ravel()
+    all_t = np.union1d(sub_t, wvr_times)
     t0 = all_t[0]
     kw = dict(wind_speed_m_s=cfg.wind_speed_m_s, wind_dir_rad=float(np.deg2rad(cfg.wind_dir_deg)))
     n = (all_t.size, layout.n_ant)
@@ -128,9 +153,11 @@ def _paths(cfg: SimConfig, layout: array.AntennaLayout, times: np.ndarray,
     dry_rms = cfg.dry_fraction * cfg.wet_path_rms_m
     dry = (atmosphere.phase_screen(layout.enu, all_t - t0, rngs["dry"], dry_rms, **kw)
            if cfg.dry_residual and dry_rms > 0 else np.zeros(n))
-    i_data = np.searchsorted(all_t, times)
+    i_sub = np.searchsorted(all_t, sub_t)
     i_wvr = np.searchsorted(all_t, wvr_times)
-    return wet[i_data], dry[i_data], wet[i_wvr]
+    shape = (times.size, offs.size, layout.n_ant)
+    return (wet[i_sub].reshape(shape).mean(axis=1), dry[i_sub].reshape(shape).mean(axis=1),
+            wet[i_wvr])
 
 
 def edge_taper(nchan: int) -> tuple[np.ndarray, np.ndarray]:
@@ -472,8 +499,9 @@ def _scan_geometry(m: SimModel, scan: Scan) -> _ScanGeometry:
     uvw = array.antenna_uvw(m.layout.positions, t, f.ra_rad, f.dec_rad)
     path = m.wet[ti] + m.dry[ti]
     if np.any(m.antpos_offsets):
-        uvw_true = array.antenna_uvw(m.layout.positions + m.antpos_offsets, t, f.ra_rad, f.dec_rad)
-        path = path - (uvw_true[..., 2] - uvw[..., 2])
+        # CASA's KAntPos convention (precession, nutation, UT1), frame at antenna 0
+        path = path - array.antpos_w_error(m.antpos_offsets, t, f.ra_rad, f.dec_rad,
+                                           m.layout.positions[0])
     return _ScanGeometry(ti, t, uvw, path)
 
 
@@ -584,8 +612,12 @@ def _wvr_block(m: SimModel, scan: Scan, rng: np.random.Generator) -> dict:
     w0 = m.wvr_first[scan.number]
     t = m.wvr_time[w0:w0 + scan.n_wvr]
     _az, el = array.azel(t, f.ra_rad, f.dec_rad)
-    path = m.wvr_path[w0:w0 + scan.n_wvr]  # (n_w, n_ant)
-    pwv = np.maximum(cfg.pwv + path * 1e3 / atmosphere.PATH_PER_PWV, 0.0)
+    path = m.wvr_path[w0:w0 + scan.n_wvr]  # (n_w, n_ant) line-of-sight wet path (m)
+    # The WVR sees the slant water column: pwv / sin(el) from the mean atmosphere plus
+    # L / PATH_PER_PWV along the line of sight.  wvr_brightness multiplies a zenith column by
+    # the airmass, so pass the zenith-equivalent column pwv + sin(el) L / PATH_PER_PWV.
+    sin_el = np.sin(el)[:, None]
+    pwv = np.maximum(cfg.pwv + sin_el * path * 1e3 / atmosphere.PATH_PER_PWV, 0.0)
     tb = atmosphere.wvr_brightness(pwv, el[:, None])  # (n_w, n_ant, 4)
     noise = cfg.wvr_noise_k * (cfg.noise_scale if cfg.noise else 0.0)
     if noise > 0:
