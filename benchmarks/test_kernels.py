@@ -116,6 +116,45 @@ def test_bench_reduction_point_model(benchmark, chunk):
     _record_throughput(benchmark, c)
 
 
+def test_bench_reduction_point_model_plain(benchmark, chunk):
+    """Point model, nothing pre-applied (plain gaincal / bandpass): the hoisted fast path."""
+    c = chunk
+    spec = np.ones((c["data"].shape[1], 2))
+    args = _reduction_args(c, spec, c["jones"][:0], c["jones_flag"][:0])
+    _bench(benchmark, average_point_model, args)
+    _record_throughput(benchmark, c)
+
+
+# ------------------------------------------------------------------ applycal
+
+
+@pytest.mark.parametrize("corrs", ["XX,YY", "XX,XY,YX,YY"])
+def test_bench_apply_rows(benchmark, corrs):
+    """applycal's correction of one block: 43 antennas, 16 times, 128 channels, per-channel
+    Jones (G x B), calwt with WEIGHT (separate outputs: repeated in-place calls would drift
+    the data towards overflow or denormals)."""
+    from fastcal.kernels.apply import MODE_CALFLAG, N_COUNTS, apply_rows
+
+    rng = np.random.default_rng(3)
+    n_ant, n_time, n_chan = 43, 16, 128
+    rec = [[0, 0], [1, 1]] if corrs == "XX,YY" else [[0, 0], [0, 1], [1, 0], [1, 1]]
+    rows = [(t, p, q) for t in range(n_time) for p in range(n_ant) for q in range(p, n_ant)]
+    t, a1, a2 = (np.array(x, np.int32) for x in zip(*rows, strict=True))
+    shape = (len(t), n_chan, len(rec))
+    data = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+    flag = rng.random(shape) < 0.01
+    weight = np.ones((len(t), 1, len(rec)), np.float32)
+    jshape = (n_time, n_ant, n_chan, 2)
+    jones = (1 + 0.1 * rng.standard_normal(jshape)).astype(np.complex64)
+    wsm = np.ones((n_time, n_ant, 1, 2), np.float32)
+    args = (data, flag, weight, a1, a2, t.astype(np.int64), jones, np.zeros(jshape, bool),
+            np.ones((1, 1, 1, 2), np.float32), wsm, np.array(rec, np.int64), MODE_CALFLAG, True,
+            np.empty_like(data), np.empty_like(flag), np.empty_like(weight),
+            np.zeros(N_COUNTS, np.int64))  # fmt: skip
+    _bench(benchmark, apply_rows, args)
+    _record_throughput(benchmark, {"data": data})
+
+
 # ------------------------------------------------------------------ solvers
 
 

@@ -490,6 +490,8 @@ def _reduce_block(g: _Group, job: _BlockJob, n_ant: int, n_bl: int,
     a2 = np.ascontiguousarray(chunk.antenna2[sl], np.int32)
     jt = tpos.astype(np.int32) if job.jones.shape[0] else np.zeros(times.size, np.int32)
     data, flag, weight = arr["DATA"], arr["FLAG"], arr["WEIGHT"]
+    if weight.ndim == 3 and weight.shape[1] > 1 and weight.strides[1] == 0:
+        weight = weight[:, :1, :]  # WEIGHT broadcast over channels: the kernels' per-row form
     if job.model.kind == "point":
         spec = _model_spec(job.model, g.freq, g.corr_types, g.n_pol)
         average_point_model(data, spec, flag, weight, a1, a2, rel, job.chan_bin, g.corr_index,

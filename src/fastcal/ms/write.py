@@ -26,6 +26,8 @@ Flags
 -----
 After FLAG is written, FLAG_ROW of the same rows is set to "every channel and correlation
 flagged", as CASA's flagdata does, so that un-flagging a row is not undone by a stale FLAG_ROW.
+Only rows whose FLAG_ROW changes are written (the scalar column is cheaper to read than to
+write).
 """
 
 from __future__ import annotations

@@ -3,7 +3,11 @@ reference section 8 stage 13), *simplified*.
 
 1. Phase-up: :func:`fastcal.solve.solve_gains` ``calmode='p'``, ``solint='int'`` on the
    bandpass field, the registered prior tables (antpos, Tsys, WVR) pre-applied; a diagnostic
-   table (not registered for applycal, as in the pipeline).
+   table (not registered for applycal, as in the pipeline). SNR-based solint (measured, not
+   predicted from the catalogue as the pipeline does first): when the median per-integration
+   SNR is below ``phaseupsnr=20``, the phase-up is solved again with
+   :func:`phaseup_solint` = ``ceil((20 / snr)^2)`` integrations, capped at
+   ``phaseupmaxsolint=60`` s and at the shortest bandpass scan / ``phaseupnsols=2``.
 2. Bandpass: :func:`fastcal.solve.solve_bandpass` ``solint='inf'``, ``combine='scan'``,
    ``solnorm=True``, ``minblperant=4``, ``minsnr=3``, with the prior tables and the phase-up
    pre-applied; registered with ``interp='linear,linear'``, ``calwt=True``.
@@ -12,8 +16,8 @@ QA: :func:`~fastcal.pipeline.qa.bandpass_snr_score` of the median solution SNR,
 :func:`~fastcal.pipeline.qa.phaseup_snr_score` of the median phase-up SNR (``intphasesnr=5``),
 and the flagged fraction of the bandpass solutions.
 
-Not in this version (the stage says so in its messages): SNR-based phase-up solint
-(``phaseupsnr=20``), SNR-based frequency solint (``bpsnr=50``, ``bpnsols=8``), the
+Not in this version (the stage says so in its messages): the catalogue-based phase-up SNR
+estimate, SNR-based frequency solint (``bpsnr=50``, ``bpnsols=8``), the
 pre-bandpass delay, fillgaps, bpflagchans and fluxcalflag.
 """
 
@@ -27,15 +31,59 @@ from fastcal.errors import ParameterError, SolveError
 from fastcal.pipeline.context import Context
 from fastcal.pipeline.qa import bandpass_snr_score, flagged_fraction_score, phaseup_snr_score
 from fastcal.pipeline.stage import OK, PlotSpec, Stage, StageResult
+from fastcal.pipeline.stages.wvr import science_int_time
 
-__all__ = ["BandpassStage", "PRIOR_TABLES", "median_snr"]
+__all__ = ["BandpassStage", "PRIOR_TABLES", "median_snr", "phaseup_solint",
+           "PHASEUP_SNR", "PHASEUP_MAX_SOLINT_S", "PHASEUP_NSOLS"]
 
 logger = logging.getLogger(__name__)
 
 #: Registered tables pre-applied to the bandpass solves, in application order.
 PRIOR_TABLES = ("antpos", "tsys", "wvr")
-_SIMPLIFIED = ("simplified heuristics: fixed solint 'int' phase-up and 'inf' bandpass; SNR-based "
-               "solints, bpflagchans and fluxcalflag are not implemented in this version")
+#: hifa_bandpass phase-up defaults (reference section 8 stage 13).
+PHASEUP_SNR = 20.0
+PHASEUP_MAX_SOLINT_S = 60.0
+PHASEUP_NSOLS = 2
+_SIMPLIFIED = ("simplified heuristics: phase-up solint from the measured per-integration SNR, "
+               "'inf' bandpass; the SNR-based frequency solint, bpflagchans and fluxcalflag are "
+               "not implemented in this version")
+
+
+def phaseup_solint(snr_int: float, int_time_s: float, scan_time_s: float, *,
+                   snr: float = PHASEUP_SNR, max_solint_s: float = PHASEUP_MAX_SOLINT_S,
+                   nsols: int = PHASEUP_NSOLS) -> str:
+    """Phase-up solint reaching `snr` from the median per-integration SNR `snr_int`.
+
+    Returns ``'int'`` when one integration suffices (or `snr_int` is not finite), else
+    ``'<T>s'`` with T = ``ceil((snr / snr_int)^2)`` integrations (SNR grows as sqrt(time)),
+    capped at `max_solint_s` and at `scan_time_s` / `nsols` (at least one integration).
+
+    Parameters
+    ----------
+    snr_int : float
+        Median SNR of the phase-up solutions at ``solint='int'``.
+    int_time_s, scan_time_s : float
+        Integration time and shortest bandpass-calibrator scan (s), > 0.
+    """
+    if not (int_time_s > 0 and scan_time_s > 0):
+        raise ParameterError(f"int_time_s={int_time_s!r} and scan_time_s={scan_time_s!r} must be > 0 s")
+    if nsols < 1:
+        raise ParameterError(f"nsols={nsols!r} must be >= 1")
+    if not np.isfinite(snr_int) or snr_int >= snr:
+        return "int"
+    n = int(np.ceil((snr / max(snr_int, 1e-6)) ** 2))
+    t = min(n * int_time_s, max_solint_s, scan_time_s / nsols)
+    if t < 1.5 * int_time_s:
+        return "int"
+    return f"{t:.3f}s"
+
+
+def _shortest_scan_s(ctx: Context, fields: list[str]) -> float:
+    """Shortest on-source scan (s) of these fields (science spws; atmosphere scans skipped)."""
+    ids = {ctx.info.field_names.index(f) for f in fields if f in ctx.info.field_names}
+    lens = [sc.end - sc.start for sc in ctx.info.scans
+            if ids & set(sc.field_ids) and not any("ATMOSPHERE" in i for i in sc.intents)]
+    return float(min(lens)) if lens else 0.0
 
 
 def median_snr(table, spws) -> float:
@@ -68,7 +116,7 @@ class BandpassStage(Stage):
     """Phase-up and bandpass on the bandpass calibrator (simplified, see the module)."""
 
     name = "bandpass"
-    title = "phase-up and bandpass (fixed solints)"
+    title = "phase-up (SNR-based solint) and bandpass"
     simplified = True
 
     def run(self, ctx: Context) -> StageResult:
@@ -88,6 +136,15 @@ class BandpassStage(Stage):
                       calmode="p", refant=refant, minblperant=4, minsnr=3.0,
                       gaintable=pre["gaintable"], gainfield=pre["gainfield"], interp=pre["interp"],
                       spwmap=pre["spwmap"], overwrite=True)
+        ph_snr_int = median_snr(ph, ctx.science_spws)
+        int_s, scan_s = science_int_time(ctx.vis), _shortest_scan_s(ctx, fields)
+        solint = phaseup_solint(ph_snr_int, int_s, scan_s) if int_s > 0 and scan_s > 0 else "int"
+        if solint != "int":
+            logger.info("phase-up SNR %.1f per integration < %g: solint %s", ph_snr_int, PHASEUP_SNR, solint)
+            ph = ctx.call(solve_gains, vis=ctx.vis, caltable=ph_path, field=field, spw=spw, solint=solint,
+                          calmode="p", refant=refant, minblperant=4, minsnr=3.0,
+                          gaintable=pre["gaintable"], gainfield=pre["gainfield"], interp=pre["interp"],
+                          spwmap=pre["spwmap"], overwrite=True)
         bp = ctx.call(solve_bandpass, vis=ctx.vis, caltable=bp_path, field=field, spw=spw, solint="inf",
                       combine="scan", refant=refant, minblperant=4, minsnr=3.0, solnorm=True,
                       gaintable=pre["gaintable"] + [ph_path], gainfield=pre["gainfield"] + [""],
@@ -107,6 +164,6 @@ class BandpassStage(Stage):
             self.name, OK,
             inputs=dict(field=field, spw=spw, refant=refant, prior_tables=prior),
             outputs=dict(caltable=bp_path, phaseup=ph_path, median_snr=bp_snr, phaseup_median_snr=ph_snr,
-                         flagged_fraction=flagged),
+                         phaseup_snr_per_int=ph_snr_int, phaseup_solint=solint, flagged_fraction=flagged),
             qa=qa, messages=[_SIMPLIFIED],
             plots=[PlotSpec("bandpass", "Bandpass amplitude and phase per antenna", {"table": bp_path})])
