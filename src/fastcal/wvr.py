@@ -916,8 +916,12 @@ def _segment_paths(ctx: _Ctx, s: int, g: np.ndarray, e: np.ndarray) -> tuple:
     d = ctx.data
     idx = np.flatnonzero(ctx.seg == s)
     tb = d.tb[idx]  # (n, n_ant, 4)
+    # Relative to the array mean at each time (a path common to all antennas cancels on every
+    # baseline), NOT to each antenna's mean over the segment: a per-segment zero point would
+    # differ between a calibrator scan and the target scan after it and break phase transfer.
+    ref_ant = ctx.good_ant if ctx.good_ant.any() else np.ones(tb.shape[1], bool)
     with _quiet_nan():
-        dt = tb - np.nanmean(tb, axis=0)
+        dt = tb - np.nanmean(tb[:, ref_ant], axis=1, keepdims=True)
     dt = _boxcar(dt, ctx.smooth_n)
     lk = dt / np.where(g > 0, g, np.nan)  # per-channel path estimates (mm)
     w0 = _weights(g, np.zeros(4), ctx.sigma, 0.0)

@@ -13,17 +13,12 @@ wvrgcalflag (``fhi_limit`` outliers re-run with ``wvrflag``), ``toffset`` heuris
 as the pipeline's ``hm_smooth='automatic'``: the WVR path averaged over each integration, as
 the correlator averages the fringe (docs/wvr.md, "Accuracy").
 
-``segsource=False`` (one retrieval, one zero point): ``fastcal.wvr.solve_wvr`` removes the
-per-antenna mean path of every *segment* (each run of one source, i.e. every scan with
-``segsource=True``, ``tie`` or not), so with segments the WVR correction of each target scan
-and of each phase-calibrator scan has its own per-antenna offset, equal to minus that scan's
-mean wet path. The phase calibrator's solutions absorb its own offsets, the target's are left:
-the whole slow wet path between calibrator and target scans stays uncorrected on the target
-(SimConfig.demo seed 1: 19-20 deg target residual phase instead of 8 deg, target flux 4-6 %
-low by decorrelation). wvrgcal's path keeps its absolute level (docs/wvr.md: CASA's RMS
-includes it), and the pipeline ties each target to its phase calibrator (``hm_tie``) for the
-same reason; with one segment the zero point is one constant per antenna, which the phase
-calibrator takes out. Revisit when solve_wvr keeps the path continuous within a tie group.
+``segsource=True`` (wvrgcal's default: one dT/dL retrieval per source segment). The WVR path
+of every antenna is taken relative to the array mean at each time, with one zero point for the
+whole track, so the slow wet path between a phase-calibrator scan and the target scan after it
+is corrected on the target (an earlier version removed a per-antenna mean per segment, which
+left that path uncorrected: SimConfig.demo seed 1 had a 19-20 deg target residual phase instead
+of 8 deg and a target flux 4-6 % low; tests/test_pipeline_accuracy.py guards against it).
 """
 
 from __future__ import annotations
@@ -45,7 +40,7 @@ MIN_WVR_ANTENNAS = 3
 MIN_WVR_FRACTION = 0.2
 ACCEPT_THRESHOLD = 1.0
 #: One retrieval and one path zero point for the whole observation (see the module docstring).
-SEGSOURCE = False
+SEGSOURCE = True
 
 
 def science_int_time(vis: str) -> float:
@@ -99,8 +94,7 @@ class WvrStage(Stage):
                        rms_with_deg=np.asarray(imp.rms_with_deg).tolist())
         msgs = [f"WVR improvement {imp.score:.2f}: " + ("applied" if applied else
                 f"not applied (needs > {ACCEPT_THRESHOLD:g})"),
-                f"smooth={smooth:g} s (integration time); segsource=False: one path zero point for "
-                f"all sources, so the phase calibrator's solutions transfer to the target"]
+                f"smooth={smooth:g} s (integration time); segsource={SEGSOURCE}"]
         return StageResult(
             self.name, OK, outputs=outputs, messages=msgs,
             qa=[QAScore("wvr_improvement", float(imp.score), float(min(max(score, 0.0), 1.0)), qmsg,
