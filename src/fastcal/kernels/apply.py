@@ -339,9 +339,10 @@ def apply_rows(
     counts : int64 (N_COUNTS,)
         Accumulated: samples, flagged before, newly flagged, left (partly) uncalibrated.
 
-    Samples with a flagged (or zero) solution on either antenna are corrected with J = 1 for
-    that antenna and its good partner's J for the other, as casatasks.applycal does; they are
-    flagged unless the mode is CALONLY.
+    A flagged element of `jones` holds the product of that antenna's unflagged terms only
+    (:func:`fastcal.interp.chunk_jones`, as CASA's setMatByOk) and is divided out like any
+    other; a zero element counts as 1. Samples using a flagged (or zero) element on either
+    antenna are flagged unless the mode is CALONLY, as casatasks.applycal does.
     """
     n_row, n_chan, n_corr = flag.shape
     n_utime, n_ant, n_jchan, n_rec = jones.shape
