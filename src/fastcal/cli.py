@@ -21,11 +21,9 @@ log = logging.getLogger("fastcal")
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from fastcal.demo import run_demo
+    from fastcal.pipeline import terminal_progress
 
-    progress = None
-    if sys.stderr.isatty():
-        from fastcal.pipeline import _terminal_progress as progress
-    demo = run_demo(args.out, seed=args.seed, progress=progress)
+    demo = run_demo(args.out, seed=args.seed, progress=terminal_progress(args.quiet))
     print(demo.summary)
     print()
     print(f"Simulated {demo.ms} in {demo.simulate_s:.1f} s (truth: {demo.ms}.truth.json/.npz)")

@@ -41,7 +41,7 @@ from fastcal.pipeline.stage import (
 
 __all__ = [
     "CalEntry", "CalLibrary", "Context", "QAScore", "Stage", "StageResult", "StageError",
-    "PlaceholderStage", "LoopStage", "PipelineRun", "run", "replay_commands", "add_cli_arguments", "run_from_args",
+    "PlaceholderStage", "LoopStage", "PipelineRun", "run", "replay_commands", "terminal_progress", "add_cli_arguments", "run_from_args",
     "EXIT_OK", "EXIT_INCOMPLETE",
 ]
 
@@ -178,6 +178,12 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
                       help="debug logging")
 
 
+def terminal_progress(quiet: bool = False):
+    """The per-stage progress callback for :func:`run` when stderr is a terminal (and not
+    `quiet`), else None: plain log lines only."""
+    return None if quiet or not sys.stderr.isatty() else _terminal_progress
+
+
 def _terminal_progress(k: int, n: int, stage: Stage, result: StageResult | None) -> None:
     """One status line per stage on a terminal (rewritten in place while the stage runs)."""
     if result is None:
@@ -216,7 +222,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     quiet = getattr(args, "quiet", False)
     res = run(args.vis, args.out, stages=args.stages, start=args.start, stop=args.stop,
               restart=args.restart, options=options,
-              progress=None if quiet or not sys.stderr.isatty() else _terminal_progress)
+              progress=terminal_progress(quiet))
     ctx = res.context
     if not getattr(args, "quiet", False):
         for r in res.results:
