@@ -18,6 +18,7 @@ from fastcal.errors import ParameterError, SelectionError
 from fastcal.pipeline import (
     EXIT_OK,
     CalEntry,
+    CalLibrary,
     Context,
     StageError,
     add_cli_arguments,
@@ -131,6 +132,20 @@ def test_context_round_trip_and_literal_calls(tmp_path):
         ctx.call(linear_score, x=object(), x1=0.0, x2=1.0)
     with pytest.raises(ParameterError, match="not a module-level fastcal function"):
         ctx.call(len, obj=[1])
+
+
+def test_calapply_line_without_intent_for_bare_fields(tmp_path):
+    lib = CalLibrary([CalEntry("bp", "/t/bp", "bandpass", "linear,linear"),
+                      CalEntry("cal", "/t/cal", "timegaincal", gainfield="nearest", intents=["CALIBRATE_*"]),
+                      CalEntry("tgt", "/t/tgt", "timegaincal", gainfield="P", intents=["OBSERVE_TARGET*"])])
+    fi = {0: ["CALIBRATE_BANDPASS#ON_SOURCE", "CALIBRATE_FLUX#ON_SOURCE"], 1: ["OBSERVE_TARGET#ON_SOURCE"],
+          2: ["CALIBRATE_PHASE#ON_SOURCE"]}
+    calls = lib.calapply_calls("x.ms", fi, "3,4", no_intent_fields=[0, 1])
+    by_field = {c.field: c for c in calls}
+    assert len(calls) == 3
+    assert by_field["0"].intent == "" and by_field["0"].gaintable == ["/t/bp", "/t/cal"]
+    assert by_field["1"].intent == "" and by_field["1"].gaintable == ["/t/bp", "/t/tgt"]
+    assert by_field["2"].intent == "CALIBRATE_PHASE#ON_SOURCE"  # fields with intents keep them
 
 
 # ----------------------------------------------------------------------------- importdata

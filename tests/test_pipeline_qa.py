@@ -136,3 +136,71 @@ def test_phase_transfer_score_wraps_phase_differences():
     assert qa.phase_transfer_score([0.0, 90.0]).score == pytest.approx(0.33)
     assert qa.phase_transfer_score([0.0, 60.0]).score == pytest.approx(qa.linear_score(60, 30, 90, 1.0, 0.33))
     assert qa.phase_transfer_score([5.0, np.nan]).score == 0.5
+
+
+@pytest.mark.parametrize("x, expected", [
+    (0.5, 1.0), (1.0, 1.0), (1.5, pytest.approx(0.835)), (2.0, pytest.approx(0.67)),
+    (3.0, pytest.approx(0.495)), (4.0, pytest.approx(0.33)), (6.0, pytest.approx(0.165)), (9.0, 0.0),
+])
+def test_band_mapping_colour_bands(x, expected):
+    assert qa.band_mapping(x, 1.0, 2.0, 4.0, 8.0) == expected
+
+
+def test_band_mapping_rejects_unordered_limits():
+    with pytest.raises(ParameterError, match="good=2"):
+        qa.band_mapping(1.0, 2.0, 1.0, 4.0, 8.0)
+
+
+def test_tsys_antenna_score_uses_the_spw_array_median_and_names_the_worst():
+    med = {(1, a): 100.0 for a in "ABCDE"} | {(2, a): 200.0 for a in "ABCDE"}
+    assert qa.tsys_antenna_score(med).score == 1.0
+    med[(2, "C")] = 500.0  # 2.5 x the spw-2 median of 200 K
+    q = qa.tsys_antenna_score(med)
+    assert q.value == pytest.approx(2.5) and q.colour == "yellow"
+    assert q.applies_to == "antenna C spw 2" and "1 above 2.00" in q.message
+    med[(2, "C")] = 40.0  # 5 x below
+    assert qa.tsys_antenna_score(med).value == pytest.approx(5.0)
+    assert qa.tsys_antenna_score(med).colour == "red"
+    with pytest.raises(ParameterError, match="no finite value"):
+        qa.tsys_antenna_score({(1, "A"): float("nan")})
+    with pytest.raises(ParameterError, match="<= 0 K"):
+        qa.tsys_antenna_score({(1, "A"): 0.0, (1, "B"): 10.0})
+
+
+def test_tsys_derivative_score_flags_a_ringing_antenna():
+    der = {(1, a): 0.5 for a in "ABCD"} | {(1, "E"): 3.5}
+    q = qa.tsys_derivative_score(der)
+    assert q.value == pytest.approx(7.0) and q.colour == "yellow" and q.applies_to == "antenna E spw 1"
+    assert qa.tsys_derivative_score({(1, "A"): 0.0, (1, "B"): 0.0, (1, "C"): 0.2}).score == 1.0
+
+
+def test_tsys_band_score_against_typical_values():
+    assert qa.expected_tsys_k(230e9) == (6, 70.0, 150.0)
+    assert qa.expected_tsys_k(60e9) is None
+    assert qa.tsys_band_score(120.0, 230e9).score == 1.0
+    assert qa.tsys_band_score(40.0, 230e9).score == 1.0  # good weather: above lo/2
+    assert qa.tsys_band_score(300.0, 230e9).score == pytest.approx(0.67)  # 2 x hi
+    hot = qa.tsys_band_score(600.0, 230e9, "spw 3")
+    assert hot.score == pytest.approx(0.33) and "spw 3" in hot.message
+    assert qa.tsys_band_score(17.5, 230e9).score == pytest.approx(0.33)  # lo/4
+    with pytest.raises(ParameterError, match="freq_hz=60000000000.0 is outside the ALMA bands"):
+        qa.tsys_band_score(100.0, 60e9)
+
+
+def test_bandpass_and_gain_score_mappings():
+    assert qa.bandpass_amp_rms_score({(0, "A"): 0.05}).score == 1.0
+    assert qa.bandpass_amp_rms_score({(0, "A"): 0.1}).score == pytest.approx(0.67)
+    assert qa.bandpass_amp_rms_score({(0, "A"): 0.2, (0, "B"): 0.01}).applies_to == "antenna A spw 0"
+    assert qa.bandpass_phase_rms_score({(0, "A"): np.degrees(0.2)}).score == pytest.approx(0.33)
+    o = qa.bandpass_outlier_score({(0, "A"): (1, 100), (3, "B"): (10, 100), (3, "C"): (0, 0)})
+    assert o.value == pytest.approx(0.1) and o.applies_to == "antenna B spw 3"
+    assert o.score == pytest.approx(0.67) and "10 of 100" in o.message
+    assert qa.gain_phase_scatter_score({(0, "A"): 15.0}).score == 1.0
+    assert qa.gain_phase_scatter_score({(0, "A"): 60.0}).score == pytest.approx(0.33)
+    assert qa.gain_amp_scatter_score({(0, "A"): 0.1}, "amp").score == pytest.approx(0.67)
+    assert qa.gain_snr_score(32.0, 32.0).score == 1.0
+    assert qa.gain_snr_score(16.0, 32.0).score == pytest.approx(0.67)
+    assert qa.gain_snr_score(8.0, 32.0).score == pytest.approx(0.34)
+    assert qa.gain_snr_score(0.0, 32.0).score == 0.0
+    with pytest.raises(ParameterError, match="target=0"):
+        qa.gain_snr_score(5.0, 0.0)

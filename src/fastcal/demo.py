@@ -7,12 +7,24 @@ by the recipe, then compared with the truth.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 __all__ = ["DemoResult", "run_demo"]
+
+
+def _simulation_progress(progress: Any, cfg: Any) -> contextlib.AbstractContextManager:
+    """A status line (and chunk bars) for the simulation when `progress` can draw them."""
+    if not (hasattr(progress, "session") and hasattr(progress, "step")):
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(progress.session())
+    stack.enter_context(progress.step("simulate", f"{cfg.n_ant} antennas, {cfg.n_spw} spws x "
+                                                  f"{cfg.n_chan} channels, {cfg.n_cycles} cycles"))
+    return stack
 
 
 @dataclass
@@ -31,7 +43,8 @@ class DemoResult:
     sensitivity_ratio: list[float] = field(default_factory=list)  # achieved / theoretical
 
 
-def run_demo(out_dir: str | Path, *, seed: int = 1, progress: Any = None) -> DemoResult:
+def run_demo(out_dir: str | Path, *, seed: int = 1, progress: Any = None,
+             config: Any = None) -> DemoResult:
     """Simulate ``SimConfig.demo(seed)`` into `out_dir` and run the ALMA-style recipe on it.
 
     Parameters
@@ -41,7 +54,17 @@ def run_demo(out_dir: str | Path, *, seed: int = 1, progress: Any = None) -> Dem
     seed : int
         Simulator seed.
     progress : callable, optional
-        Passed to :func:`fastcal.pipeline.run` (one call before and after each stage).
+        Passed to :func:`fastcal.pipeline.run` (one call before and after each stage); a
+        :class:`fastcal.pipeline.TerminalProgress` (``fastcal.pipeline.terminal_progress()``)
+        also shows a status line and per-chunk bar for the simulation.
+    config : fastcal.simulate.SimConfig, optional
+        Dataset to simulate instead of ``SimConfig.demo(seed=seed)`` (e.g. ``SimConfig.tiny``
+        for a quick check).
+
+    Raises
+    ------
+    fastcal.pipeline.StageError
+        A stage failed (the package in ``out_dir/pipeline`` records what ran).
     """
     from fastcal.ms import open_ms
     from fastcal.pipeline import run
@@ -50,8 +73,10 @@ def run_demo(out_dir: str | Path, *, seed: int = 1, progress: Any = None) -> Dem
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     ms = out / "demo.ms"
+    cfg = config if config is not None else SimConfig.demo(seed=seed)
     t0 = time.perf_counter()
-    truth = simulate(ms, config=SimConfig.demo(seed=seed), overwrite=True)
+    with _simulation_progress(progress, cfg):
+        truth = simulate(ms, config=cfg, overwrite=True)
     t_sim = time.perf_counter() - t0
     info = open_ms(ms)
 

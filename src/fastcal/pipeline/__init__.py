@@ -11,19 +11,29 @@ Modules: :mod:`~fastcal.pipeline.context` (shared state, cal library, commands),
 
 Exit codes of ``fastcal pipeline``: 0 every selected stage ran; 3 the run finished but some
 stages are not implemented in this version (listed); 2 a stage failed (message names it; run
-again to resume).
+again to resume). A failed run still writes the package (README, qa/, weblog, script/) with
+what ran and the error.
+
+Progress: on a terminal (stderr a tty, not ``--quiet``/``--verbose``) :func:`terminal_progress`
+gives a :class:`TerminalProgress`: one status line per stage, with a bar for the chunk loop
+running inside it (:mod:`fastcal.progress`), rewritten in place; the console shows warnings
+only (the full log is in ``log/fastcal_pipeline.log``). Otherwise: plain log lines.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastcal.errors import FastcalError
 from fastcal.pipeline.context import CalEntry, CalLibrary, Context
 from fastcal.pipeline.qa import QAScore
 from fastcal.pipeline.stage import (
@@ -41,13 +51,15 @@ from fastcal.pipeline.stage import (
 
 __all__ = [
     "CalEntry", "CalLibrary", "Context", "QAScore", "Stage", "StageResult", "StageError",
-    "PlaceholderStage", "LoopStage", "PipelineRun", "run", "replay_commands", "terminal_progress", "add_cli_arguments", "run_from_args",
-    "EXIT_OK", "EXIT_INCOMPLETE",
+    "PlaceholderStage", "LoopStage", "PipelineRun", "run", "replay_commands", "terminal_progress",
+    "TerminalProgress", "add_cli_arguments", "run_from_args", "EXIT_OK", "EXIT_FAILED", "EXIT_INCOMPLETE",
 ]
 
 logger = logging.getLogger(__name__)
 
 EXIT_OK = 0
+#: A stage failed: ``fastcal``'s exit code for a :class:`~fastcal.errors.FastcalError` (cli.main).
+EXIT_FAILED = 2
 EXIT_INCOMPLETE = 3
 
 
@@ -99,12 +111,15 @@ def run(vis: str | os.PathLike, out_dir: str | os.PathLike, *, stages: Sequence[
     recipe : sequence of Stage, optional
         Default :func:`fastcal.pipeline.recipe.alma_recipe`.
     progress : callable, optional
-        ``progress(k, n, stage, result_or_None)`` before and after each stage.
+        ``progress(k, n, stage, result_or_None)`` before and after each stage (also after a
+        failed one). If it has a ``session()`` context manager (:class:`TerminalProgress`),
+        the run happens inside it (per-chunk bars).
 
     Raises
     ------
     StageError
-        A stage failed (the state is saved; run again to resume).
+        A stage failed (the state is saved, and the package written with what ran and the
+        error; run again to resume).
     ParameterError
         Bad stage names, or a state directory that belongs to another MS.
     """
@@ -125,19 +140,183 @@ def run(vis: str | os.PathLike, out_dir: str | os.PathLike, *, stages: Sequence[
     recipe = list(recipe) if recipe is not None else alma_recipe()
     handler = _attach_full_log(out)
     flog = logging.getLogger("fastcal")
-    old_level = flog.level
-    if flog.getEffectiveLevel() > logging.INFO:
+    old_level, shown = flog.level, flog.getEffectiveLevel()
+    # the full log gets INFO; the other handlers (the console) keep showing what they did
+    quieted = [(h, h.level) for lg in (logging.getLogger(), flog) for h in lg.handlers if h.level < shown]
+    if shown > logging.INFO:
+        for h, _ in quieted:
+            h.setLevel(shown)
         flog.setLevel(logging.INFO)
     flog.addHandler(handler)
+    session = progress.session() if hasattr(progress, "session") else contextlib.nullcontext()
     try:
-        logger.info("fastcal pipeline on %s -> %s", info.path, out)
-        results = run_stages(ctx, recipe, stages=stages, start=start, stop=stop, progress=progress)
+        with session:
+            logger.info("fastcal pipeline on %s -> %s", info.path, out)
+            try:
+                results = run_stages(ctx, recipe, stages=stages, start=start, stop=stop, progress=progress)
+            except Exception as exc:
+                if isinstance(exc, StageError) or not isinstance(exc, FastcalError):  # a stage failed
+                    ctx.current_stage = ""
+                    _package_after_failure(ctx)
+                raise
     finally:
         flog.removeHandler(handler)
         handler.close()
         flog.setLevel(old_level)
+        if shown > logging.INFO:
+            for h, lev in quieted:
+                h.setLevel(lev)
     missing = [r.stage for r in results if r.status == NOT_IMPLEMENTED]
     return PipelineRun(ctx, results, missing)
+
+
+def _package_after_failure(ctx: Context) -> None:
+    """Write the package (README, qa/, weblog, script/) after a failed stage, so that it
+    records what ran and why the run stopped; its own errors are logged, never raised."""
+    from fastcal.pipeline.package import write_package
+
+    try:
+        write_package(ctx)
+        logger.info("package with the stages run so far written to %s", ctx.out_dir)
+    except Exception as exc:  # noqa: BLE001 - the stage's error is the one to report
+        logger.warning("the package could not be written after the failure: %s", exc)
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+class TerminalProgress:
+    """Stage status lines with a per-chunk bar, drawn in place on a terminal stream.
+
+    Used as the `progress` of :func:`run`: called ``(k, n, stage, None)`` when a stage starts
+    (``[3/15] flagdata: deterministic flags ...``) and ``(k, n, stage, result)`` when it ends
+    (``[3/15] flagdata: ok (0.1 s)``, newline). :meth:`chunk` is a
+    :func:`fastcal.progress.progress_callback` callback: it appends
+    ``applycal [#####.....] 3/10`` to the current stage line. :meth:`session` installs it and,
+    on the console handlers writing to the same stream, clears the line before a log record
+    and shows warnings only (the full log goes to the package's log file).
+
+    Parameters
+    ----------
+    stream : file-like, optional
+        Default ``sys.stderr`` at construction.
+    width : int
+        Bar width (characters).
+    """
+
+    def __init__(self, stream=None, width: int = 24) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.width = int(width)
+        self._label = ""
+        self._title = ""
+        self._pending = False
+        self._lock = threading.RLock()  # chunk loops may advance from worker threads
+
+    # ---- drawing
+    def _draw(self, text: str, end: str = "") -> None:
+        with self._lock:
+            self.stream.write(f"\r{text}\033[K{end}")
+            self.stream.flush()
+            self._pending = not end
+
+    def clear(self) -> None:
+        """Erase an unfinished line (before something else is written to the stream)."""
+        with self._lock:
+            if self._pending:
+                self.stream.write("\r\033[K")
+                self.stream.flush()
+                self._pending = False
+
+    def begin(self, label: str, title: str) -> None:
+        """Start a status line ``label: title ...``."""
+        self._label, self._title = label, title
+        self._draw(f"{label}: {title} ...")
+
+    def end(self, status: str, seconds: float) -> None:
+        """Finish the current status line with ``status (seconds s)``."""
+        self._draw(f"{self._label}: {status} ({seconds:.1f} s)", end="\n")
+        self._label = self._title = ""
+
+    def __call__(self, k: int, n: int, stage: Stage, result: StageResult | None) -> None:
+        if result is None:
+            self.begin(f"[{k}/{n}] {stage.name}", stage.title)
+        else:
+            self._label = self._label or f"[{k}/{n}] {stage.name}"
+            self.end(result.status, result.duration_s)
+
+    def chunk(self, desc: str, done: int, total: int) -> None:
+        """Per-chunk callback (:mod:`fastcal.progress`): a bar after the stage label."""
+        prefix = f"{self._label}: " if self._label else ""
+        if total > 0 and done >= total:  # loop finished: back to the plain stage line
+            if self._label:
+                self._draw(f"{prefix}{self._title} ...")
+            else:
+                self.clear()
+            return
+        frac = 0.0 if total <= 0 else min(1.0, done / total)
+        filled = int(round(frac * self.width))
+        count = f"{done}/{total}" if total > 0 else f"{done}"
+        self._draw(f"{prefix}{desc} [{'#' * filled}{'.' * (self.width - filled)}] {count}")
+
+    @contextlib.contextmanager
+    def step(self, name: str, title: str) -> Iterator[None]:
+        """A status line around a block that is not a stage (e.g. the demo's simulation)."""
+        t0 = time.perf_counter()
+        self.begin(name, title)
+        try:
+            yield
+        except BaseException:
+            self.end("failed", time.perf_counter() - t0)
+            raise
+        self.end("ok", time.perf_counter() - t0)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[TerminalProgress]:
+        """Install :meth:`chunk` for :mod:`fastcal.progress` and tame the console log (see the
+        class docstring); nested sessions are harmless."""
+        from fastcal.progress import progress_callback
+
+        clear = _ClearLine(self)
+        handlers = [h for lg in (logging.getLogger(), logging.getLogger("fastcal")) for h in lg.handlers
+                    if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+                    and getattr(h, "stream", None) is self.stream]
+        levels = [h.level for h in handlers]
+        for h in handlers:
+            h.addFilter(clear)
+            h.setLevel(max(h.level, logging.WARNING))
+        try:
+            with progress_callback(self.chunk):
+                yield self
+        finally:
+            for h, lev in zip(handlers, levels, strict=True):
+                h.removeFilter(clear)
+                h.setLevel(lev)
+            self.clear()
+
+
+class _ClearLine(logging.Filter):
+    """Clears the progress line before a console log record is written."""
+
+    def __init__(self, progress: TerminalProgress) -> None:
+        super().__init__()
+        self.progress = progress
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.progress.clear()
+        return True
+
+
+def terminal_progress(quiet: bool = False, verbose: bool | None = None) -> TerminalProgress | None:
+    """The progress for :func:`run` (and ``fastcal demo``): a :class:`TerminalProgress` on
+    stderr when it is a terminal, unless `quiet` or `verbose` (debug log lines would break the
+    bars; `verbose` None: the root logger is at DEBUG); else None (plain log lines only)."""
+    if verbose is None:
+        verbose = logging.getLogger().getEffectiveLevel() < logging.INFO
+    stream = sys.stderr
+    isatty = getattr(stream, "isatty", None)
+    if quiet or verbose or stream is None or not (callable(isatty) and isatty()):
+        return None
+    return TerminalProgress(stream)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -178,21 +357,6 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
                       help="debug logging")
 
 
-def terminal_progress(quiet: bool = False):
-    """The per-stage progress callback for :func:`run` when stderr is a terminal (and not
-    `quiet`), else None: plain log lines only."""
-    return None if quiet or not sys.stderr.isatty() else _terminal_progress
-
-
-def _terminal_progress(k: int, n: int, stage: Stage, result: StageResult | None) -> None:
-    """One status line per stage on a terminal (rewritten in place while the stage runs)."""
-    if result is None:
-        sys.stderr.write(f"\r[{k}/{n}] {stage.name}: {stage.title} ...\033[K")
-    else:
-        sys.stderr.write(f"\r[{k}/{n}] {stage.name}: {result.status} ({result.duration_s:.1f} s)\033[K\n")
-    sys.stderr.flush()
-
-
 _OPTION_KEYS = ("bandpass_field", "flux_field", "phase_field", "target_field", "check_field",
                 "antpos_file", "refantignore", "flag_shadow", "flag_edgespw", "flux_csv")
 
@@ -222,7 +386,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     quiet = getattr(args, "quiet", False)
     res = run(args.vis, args.out, stages=args.stages, start=args.start, stop=args.stop,
               restart=args.restart, options=options,
-              progress=terminal_progress(quiet))
+              progress=terminal_progress(quiet, verbose=bool(getattr(args, "verbose", False)) or None))
     ctx = res.context
     if not getattr(args, "quiet", False):
         for r in res.results:

@@ -29,7 +29,7 @@ from typing import Any
 from fastcal.errors import ParameterError
 
 __all__ = ["CalEntry", "CalLibrary", "CommandRecord", "Context", "FlagRecord", "format_call",
-           "format_calapply_text"]
+           "format_calapply_text", "APPLY_INTENTS", "ROLE_APPLY_INTENT"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,14 @@ APPLY_INTENTS: tuple[str, ...] = (
     "CALIBRATE_BANDPASS#ON_SOURCE", "CALIBRATE_FLUX#ON_SOURCE", "CALIBRATE_AMPLI#ON_SOURCE",
     "CALIBRATE_PHASE#ON_SOURCE", "OBSERVE_CHECK_SOURCE#ON_SOURCE", "OBSERVE_TARGET#ON_SOURCE",
 )
+
+
+#: The intent a field's role stands for when the MS has no intents (roles from the options).
+ROLE_APPLY_INTENT: dict[str, str] = {
+    "bandpass": "CALIBRATE_BANDPASS#ON_SOURCE", "flux": "CALIBRATE_FLUX#ON_SOURCE",
+    "phase": "CALIBRATE_PHASE#ON_SOURCE", "check": "OBSERVE_CHECK_SOURCE#ON_SOURCE",
+    "target": "OBSERVE_TARGET#ON_SOURCE",
+}
 
 
 # ----------------------------------------------------------------------------- records
@@ -156,11 +164,14 @@ class CalLibrary:
                     calwt=[bool(e.calwt) for e in es])
 
     def calapply_calls(self, vis: str, field_intents: dict[int, list[str]], spw: str,
-                       relative_to: str | None = None) -> list:
+                       relative_to: str | None = None, no_intent_fields: Sequence[int] = ()) -> list:
         """One :class:`fastcal.calapply.ApplycalCall` per field and set of tables.
 
         Intents of one field that get the same tables share a line (``intent='A,B'``, CASA's
-        "any of" selection); intents outside :data:`APPLY_INTENTS` get no line.
+        "any of" selection); intents outside :data:`APPLY_INTENTS` get no line. A field in
+        `no_intent_fields` (its scans have no intents in the MS; `field_intents` gives the
+        intents of its role) gets one line without intent selection (``intent=''``), with the
+        tables of its first intent in :data:`APPLY_INTENTS` order.
 
         Parameters
         ----------
@@ -187,12 +198,21 @@ class CalLibrary:
                 key = repr(args)
                 groups.setdefault(key, []).append(intent)
                 args_of[key] = args
+            if fid in set(no_intent_fields) and groups:
+                first = min(groups, key=lambda k: min(APPLY_INTENTS.index(i) for i in groups[k]))
+                if len(groups) > 1:
+                    logger.warning("field %d has no scan intents and roles with different tables (%s); "
+                                   "applying the tables of %s", fid, "; ".join(",".join(v) for v in
+                                                                              groups.values()),
+                                   ",".join(groups[first]))
+                groups = {first: [""]}
             for key, intents in groups.items():
                 args = args_of[key]
                 if relative_to:
                     args["gaintable"] = [os.path.relpath(p, relative_to) if os.path.isabs(p) else p
                                          for p in args["gaintable"]]
-                calls.append(ApplycalCall(vis=vis, field=str(fid), intent=",".join(intents), spw=spw, **args))
+                calls.append(ApplycalCall(vis=vis, field=str(fid), intent=",".join(i for i in intents if i),
+                                          spw=spw, **args))
         return calls
 
     def to_list(self) -> list[dict]:
@@ -381,6 +401,45 @@ class Context:
 
     def fields_with_role(self, role: str) -> list[str]:
         return list(self.roles.get(role, []))
+
+    def field_intents(self) -> tuple[dict[int, list[str]], list[int]]:
+        """Field id -> intents of its scans, and the fields whose scans have no intents.
+
+        A field without intents in the MS (a raw MS, roles given as options) gets the intents
+        of its roles (:data:`ROLE_APPLY_INTENT`), so that the tables registered for those
+        intents apply to it.
+        """
+        info = self.info
+        out: dict[int, list[str]] = {}
+        for s in info.scans:
+            for f in s.field_ids:
+                lst = out.setdefault(int(f), [])
+                lst += [i for i in s.intents if i not in lst]
+        bare: list[int] = []
+        names = list(info.field_names)
+        for role, fields in self.roles.items():
+            intent = ROLE_APPLY_INTENT.get(role)
+            for name in fields:
+                if intent is None or name not in names:
+                    continue
+                fid = names.index(name)
+                if out.get(fid) and fid not in bare:
+                    continue
+                if fid not in bare:
+                    bare.append(fid)
+                lst = out.setdefault(fid, [])
+                if intent not in lst:
+                    lst.append(intent)
+        return out, sorted(bare)
+
+    def calapply_calls(self, lib: CalLibrary | None = None, relative_to: str | None = None) -> list:
+        """The applycal calls of `lib` (default the context's library) for every field and the
+        science spws (:meth:`CalLibrary.calapply_calls`; fields without scan intents get a line
+        without intent selection, chosen by their roles)."""
+        intents, bare = self.field_intents()
+        return (lib if lib is not None else self.callib).calapply_calls(
+            self.vis_name, intents, ",".join(map(str, self.science_spws)), relative_to=relative_to,
+            no_intent_fields=bare)
 
     # ---- recorded calls
     def call(self, func: Callable, **kwargs: Any) -> Any:

@@ -33,7 +33,7 @@ from fastcal.pipeline.context import CalLibrary, Context, format_calapply_text
 from fastcal.pipeline.qa import theoretical_rms_jy
 from fastcal.pipeline.stage import COMMANDS_LOG, read_commands_log
 
-__all__ = ["science_spw_tsys", "theoretical_rms_table", "write_package", "rerun_script"]
+__all__ = ["science_spw_tsys", "theoretical_rms_table", "write_package", "rerun_script", "stage_notes"]
 
 logger = logging.getLogger(__name__)
 
@@ -134,12 +134,6 @@ def _copy_tables(ctx: Context, caldir: str) -> CalLibrary:
     return CalLibrary(entries)
 
 
-def _field_intents(info) -> dict[int, list[str]]:
-    from fastcal.pipeline.stages.applycal import field_intents
-
-    return field_intents(info)
-
-
 def _readme(ctx: Context, rms_rows, qa_rows, notes) -> str:
     ms = ctx.ms
     L = [f"fastcal calibration package for {ctx.vis_name}", "=" * 60, "",
@@ -154,8 +148,13 @@ def _readme(ctx: Context, rms_rows, qa_rows, notes) -> str:
         if name == ctx.current_stage:
             continue
         L.append(f"  {name:12s} {r.get('status', ''):16s} {r.get('duration_s', 0.0):7.2f} s")
+        if r.get("status") == "failed" and r.get("error"):
+            L.append(f"  {'':12s} error: {r['error']}")
     if ctx.current_stage:
         L.append(f"  {ctx.current_stage:12s} (this package)")
+    fallbacks = stage_notes(ctx)
+    if fallbacks:
+        L += ["", "Fallbacks and skipped stages", "-" * 28, *[f"  {n:12s} {m}" for n, m in fallbacks]]
     achieved = {(r["field"], r["spw"]): r.get("achieved_rms_jy") for r in
                 ctx.results.get("qa", {}).get("outputs", {}).get("sensitivity", [])}
     L += ["", "Sensitivity (theoretical: radiometer equation; achieved: calibrated target data)",
@@ -183,6 +182,23 @@ def _readme(ctx: Context, rms_rows, qa_rows, notes) -> str:
     return "\n".join(L) + "\n"
 
 
+def stage_notes(ctx: Context) -> list[tuple[str, str]]:
+    """(stage, message) of the fallbacks and reasons worth reading in the README: every
+    message of importdata (roles, spw roles, missing SYSCAL/WVR) and of skipped stages."""
+    out = []
+    for name, r in ctx.results.items():
+        if name == "importdata" or r.get("status") == "skipped":
+            out += [(name, m) for m in r.get("messages", [])]
+    return out
+
+
+def _failure_notes(ctx: Context) -> list[str]:
+    failed = [(n, r) for n, r in ctx.results.items() if r.get("status") == "failed"]
+    return [f"the run stopped: stage {n!r} failed ({r.get('error', '')}); the stages after it did not "
+            f"run. Fix the cause and run fastcal pipeline again with the same --out to resume"
+            for n, r in failed]
+
+
 def write_package(ctx: Context) -> dict[str, Any]:
     """Write the package into ``ctx.out_dir`` (see the module docstring); returns what was written."""
     out = ctx.out_dir
@@ -191,8 +207,7 @@ def write_package(ctx: Context) -> dict[str, Any]:
     lib = _copy_tables(ctx, caldir)
     tables = [e.path for e in lib]
     calapply = os.path.join(caldir, f"{ctx.vis_name}.calapply.txt")
-    calls = lib.calapply_calls(ctx.vis_name, _field_intents(ctx.info),
-                                      ",".join(map(str, ctx.science_spws)), relative_to=caldir)
+    calls = ctx.calapply_calls(lib, relative_to=caldir)
     with open(calapply, "w", encoding="utf-8") as f:
         f.write(format_calapply_text(calls, ctx.vis_name))
     if not calls:
@@ -225,6 +240,7 @@ def write_package(ctx: Context) -> dict[str, Any]:
         except Exception as exc:  # the package must still be written
             logger.warning("weblog rendering failed: %s", exc)
             notes.append(f"HTML weblog rendering failed: {exc}")
+    notes += _failure_notes(ctx)
     not_impl = [s for s, r in ctx.results.items() if r.get("status") == "not_implemented"]
     if not_impl:
         notes.append(f"stages not implemented in this version: {', '.join(not_impl)}; the MS is "

@@ -18,8 +18,9 @@ exactly 0.9 blue, and fastcal follows the source.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -46,6 +47,21 @@ __all__ = [
     "phase_transfer_score",
     "flux_deviation_score",
     "worst",
+    "ALMA_TSYS_TYPICAL",
+    "band_mapping",
+    "tsys_antenna_score",
+    "tsys_derivative_score",
+    "expected_tsys_k",
+    "tsys_band_score",
+    "smooth_residuals",
+    "bandpass_channel_stats",
+    "bandpass_amp_rms_score",
+    "bandpass_phase_rms_score",
+    "bandpass_outlier_score",
+    "consecutive_scatter",
+    "gain_phase_scatter_score",
+    "gain_amp_scatter_score",
+    "gain_snr_score",
 ]
 
 #: Upper bounds (inclusive) of the red, yellow and blue bands.
@@ -377,3 +393,442 @@ def flux_deviation_score(derived_jy: float, expected_jy: float, field: str = "")
         score = linear_score(d, 0.5, 1.0, 0.33, 0.0)
     return QAScore("flux_deviation", d, score, f"{field} derived {derived_jy:.4g} Jy vs catalogue "
                    f"{expected_jy:.4g} Jy ({100 * d:.1f}% off)", "fraction", field)
+
+
+# ----------------------------------------------------------------------------- QA2 checks
+#
+# The functions below take per-(spw, antenna) numbers, keyed ``(spw_id, antenna_name)``, and
+# score the worst entry, naming it (and counting the others beyond the warning limit) in the
+# message. The statistics helpers turn calibration arrays into such numbers; the qa stage
+# (:mod:`fastcal.pipeline.stages.qa2`) reads the tables and calls them.
+
+Key = tuple[int, str]
+
+#: Typical ALMA Tsys per band (reference section 5.4, "approximate, unverified"):
+#: band -> (f_lo GHz, f_hi GHz, typical Tsys lo K, typical Tsys hi K).
+ALMA_TSYS_TYPICAL: dict[int, tuple[float, float, float, float]] = {
+    3: (84.0, 116.0, 50.0, 100.0),
+    4: (125.0, 163.0, 70.0, 120.0),
+    5: (163.0, 211.0, 100.0, 300.0),
+    6: (211.0, 275.0, 70.0, 150.0),
+    7: (275.0, 373.0, 100.0, 250.0),
+    8: (385.0, 500.0, 300.0, 1000.0),
+    9: (602.0, 720.0, 500.0, 2000.0),
+    10: (787.0, 950.0, 1000.0, 3000.0),
+}
+
+
+def _finite_items(values: Mapping[Key, float], name: str) -> dict[Key, float]:
+    out = {k: float(v) for k, v in values.items() if v is not None and math.isfinite(float(v))}
+    if not out:
+        raise ParameterError(f"{name}: no finite value given ({len(values)} entries); valid: at "
+                             f"least one (spw, antenna) with a finite number")
+    return out
+
+
+def _where(key: Key) -> str:
+    return f"antenna {key[1]} spw {key[0]}"
+
+
+def _worst_message(items: dict[Key, float], worst: Key, what: str, fmt: str, limit: float,
+                   unit: str) -> str:
+    beyond = sorted((k for k, v in items.items() if v > limit), key=lambda k: -items[k])
+    msg = f"{what} {format(items[worst], fmt)}{unit} at {_where(worst)}"
+    if beyond:
+        names = ", ".join(_where(k) for k in beyond[:5]) + (" ..." if len(beyond) > 5 else "")
+        msg += f"; {len(beyond)} above {format(limit, fmt)}{unit}: {names}"
+    return msg
+
+
+def band_mapping(x: float, good: float, warn: float, bad: float, zero: float) -> float:
+    """fastcal's standard falling mapping of a "larger is worse" value.
+
+    ``x <= good`` -> 1.0; good..warn linear 1.0 -> 0.67 (blue at warn); warn..bad linear
+    0.66 -> 0.33 (yellow); bad..zero linear 0.33 -> 0.0 (red); beyond -> 0.0.
+    """
+    if not good < warn < bad < zero:
+        raise ParameterError(f"band_mapping: good={good!r} < warn={warn!r} < bad={bad!r} < "
+                             f"zero={zero!r} is required")
+    if x <= good:
+        return 1.0
+    if x <= warn:
+        return linear_score(x, good, warn, 1.0, 0.67)
+    if x <= bad:
+        return linear_score(x, warn, bad, 0.66, 0.33)
+    return linear_score(x, bad, zero, 0.33, 0.0)
+
+
+def tsys_antenna_score(median_tsys_k: Mapping[Key, float], *, limit: float = 2.0) -> QAScore:
+    """Per-antenna median Tsys against the array median of the same spw.
+
+    The hifa_tsysflag ``nmedian`` metric (reference section 5.5: a spectrum whose median
+    exceeds ``fnm_limit = 2.0`` x the median of all spectra is flagged) as a QA2 check on the
+    SYSCAL values: for every (spw, antenna) r = median Tsys / median over the antennas of that
+    spw; value = the largest of r and 1/r (an antenna far *below* the array is suspect too).
+    Score (:func:`band_mapping`): <= 1.5 -> 1.0; 1.5..`limit` -> 1.0..0.67;
+    `limit`..2 `limit` -> 0.66..0.33; 2 `limit`..4 `limit` -> 0.33..0.
+
+    Parameters
+    ----------
+    median_tsys_k : mapping (spw, antenna name) -> float
+        Median Tsys (K) over the channels, polarisations and times of each antenna.
+    """
+    items = _finite_items(median_tsys_k, "median_tsys_k")
+    if any(v <= 0 for v in items.values()):
+        raise ParameterError("median_tsys_k has values <= 0 K; valid: positive Tsys")
+    ratio = {}
+    for spw in {k[0] for k in items}:
+        med = float(np.median([v for k, v in items.items() if k[0] == spw]))
+        for k, v in items.items():
+            if k[0] == spw:
+                ratio[k] = max(v / med, med / v)
+    worst = max(ratio, key=ratio.get)
+    score = band_mapping(ratio[worst], 1.5, limit, 2 * limit, 4 * limit)
+    msg = _worst_message(ratio, worst, "Tsys / array median (or its inverse)", ".2f", limit, "")
+    msg += f" (Tsys {items[worst]:.0f} K)"
+    return QAScore("tsys_antenna_outlier", ratio[worst], score, msg, "ratio to array median",
+                   _where(worst))
+
+
+def tsys_derivative_score(median_derivative: Mapping[Key, float], *, limit: float = 5.0) -> QAScore:
+    """Ringing Tsys spectra: hifa_tsysflag ``derivative`` metric (``fd_max_limit = 5``).
+
+    For every (spw, antenna) the median absolute channel-to-channel difference of its Tsys
+    spectra (K), divided by the median of that number over the antennas of the spw; value =
+    the largest ratio (1 for a spw whose median is 0). Score: <= `limit`/2 -> 1.0; `limit`/2..`limit` -> 1.0..0.67;
+    `limit`..2 `limit` -> 0.66..0.33; 2..4 `limit` -> 0.33..0.
+    """
+    items = _finite_items(median_derivative, "median_derivative")
+    ratio = {}
+    for spw in {k[0] for k in items}:
+        med = float(np.median([v for k, v in items.items() if k[0] == spw]))
+        for k, v in items.items():
+            if k[0] == spw:
+                ratio[k] = v / med if med > 0 else 1.0  # flat spectra: no ringing to compare
+    worst = max(ratio, key=ratio.get)
+    value = ratio[worst]
+    score = band_mapping(value, limit / 2, limit, 2 * limit, 4 * limit)
+    msg = _worst_message(ratio, worst, "Tsys channel-to-channel derivative / array median", ".2f",
+                         limit, "")
+    return QAScore("tsys_derivative", value, score, msg, "ratio to array median", _where(worst))
+
+
+def expected_tsys_k(freq_hz: float) -> tuple[int, float, float] | None:
+    """(ALMA band, typical Tsys low, high in K) at `freq_hz`, or None outside the table."""
+    f = float(freq_hz) / 1e9
+    for band, (f0, f1, lo, hi) in ALMA_TSYS_TYPICAL.items():
+        if f0 <= f <= f1:
+            return band, lo, hi
+    return None
+
+
+def tsys_band_score(median_tsys_k: float, freq_hz: float, applies_to: str = "") -> QAScore:
+    """Array-median Tsys of a spw against the typical values of its ALMA band.
+
+    Typical ranges: reference section 5.4 (rule of thumb, "unverified"), so the mapping is
+    lenient: within [lo/2, hi] -> 1.0; above, r = Tsys/hi: 1..2 -> 1.0..0.67, 2..4 ->
+    0.66..0.33, 4..8 -> 0.33..0 ("extreme Tsys": bad weather, low elevation, an atmospheric
+    line or a calibration problem); below lo/2 linear from 1.0 down to 0.33 at lo/4
+    ("implausibly low Tsys").
+
+    Raises
+    ------
+    ParameterError
+        Tsys <= 0 or a frequency outside the ALMA bands of the table.
+    """
+    exp = expected_tsys_k(freq_hz)
+    if exp is None:
+        raise ParameterError(f"freq_hz={freq_hz!r} is outside the ALMA bands with typical Tsys "
+                             f"values; valid: {', '.join(f'{v[0]:g}-{v[1]:g}' for v in ALMA_TSYS_TYPICAL.values())} GHz")
+    if not (math.isfinite(median_tsys_k) and median_tsys_k > 0):
+        raise ParameterError(f"median_tsys_k={median_tsys_k!r} is invalid; valid: a positive Tsys (K)")
+    band, lo, hi = exp
+    t = float(median_tsys_k)
+    if t > hi:
+        score = band_mapping(t / hi, 1.0, 2.0, 4.0, 8.0)
+        msg = f"median Tsys {t:.0f} K above the typical band {band} range {lo:g}-{hi:g} K"
+    elif t < lo / 2:
+        score = linear_score(t, lo / 4, lo / 2, 0.33, 1.0)
+        msg = f"median Tsys {t:.0f} K implausibly low for band {band} (typical {lo:g}-{hi:g} K)"
+    else:
+        score = 1.0
+        msg = f"median Tsys {t:.0f} K (typical band {band}: {lo:g}-{hi:g} K)"
+    return QAScore("tsys_band", t, score, (applies_to + ": " if applies_to else "") + msg, "K", applies_to)
+
+
+# ---- bandpass
+
+
+@functools.lru_cache(maxsize=8)
+def _window_projection(w: int, deg: int) -> np.ndarray:
+    """(w, w) hat matrix of a least-squares polynomial of degree `deg` on w equally spaced
+    points: row i gives the fitted value at point i."""
+    x = np.arange(w, dtype=np.float64) - (w - 1) / 2
+    v = np.vander(x, deg + 1)
+    proj = v @ np.linalg.pinv(v)
+    proj.setflags(write=False)
+    return proj
+
+
+def smooth_residuals(y: np.ndarray, half: int = 2) -> np.ndarray:
+    """Residuals of `y` from a local quadratic (Savitzky-Golay, ``2 half + 1`` points) fit,
+    each divided by its standard deviation for unit white noise, so that their rms estimates
+    the per-point noise while smooth structure (ripples longer than ~8 points) is removed.
+
+    Interior points use the centred window; the first/last `half` points use the fit of the
+    first/last window evaluated there. O(n).
+
+    Parameters
+    ----------
+    y : float[n]
+        Values at consecutive, equally spaced points (NaN not allowed).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64[n]; zeros when n < 4 (no noise estimate possible).
+    """
+    y = np.asarray(y, np.float64)
+    n = y.size
+    if n < 4:
+        return np.zeros(n)
+    w = 2 * half + 1
+    if n < w:  # one quadratic over all points
+        proj = _window_projection(n, 2)
+        r_op = np.eye(n) - proj
+        return (r_op @ y) / np.sqrt(np.einsum("ij,ij->i", r_op, r_op))
+    proj = _window_projection(w, 2)
+    fit = np.empty(n)
+    fit[half:n - half] = np.correlate(y, proj[half], mode="valid")
+    fit[:half] = proj[:half] @ y[:w]
+    fit[n - half:] = proj[w - half:] @ y[n - w:]
+    # variance of a residual for unit white noise: |e_i - h_i|^2 = 1 - 2 h_ii + sum_j h_ij^2
+    var_row = 1.0 - 2.0 * np.diag(proj) + np.einsum("ij,ij->i", proj, proj)
+    var = np.full(n, var_row[half])
+    var[:half] = var_row[:half]
+    var[n - half:] = var_row[w - half:]
+    return (y - fit) / np.sqrt(var)
+
+
+def bandpass_channel_stats(params: np.ndarray, flag: np.ndarray, *, nsigma: float = 5.0,
+                           min_chan: int = 32) -> dict[str, np.ndarray]:
+    """Noise and outlier channels of complex bandpass solutions, per antenna.
+
+    For each antenna and polarisation (unflagged channels taken in order): amplitude
+    divided by its median; phase unwrapped along frequency (deg); :func:`smooth_residuals` of
+    both. Noise = rms of the normalised residuals (max over polarisations); an outlier channel
+    has an amplitude or phase residual beyond `nsigma` x the robust (1.4826 MAD) rms of that
+    antenna/pol. Antennas whose phases are all zero (the reference antenna) get NaN phase
+    noise. Fewer than `min_chan` (32) unflagged channels: NaN - the 5-point fit removes
+    ripples longer than ~8 channels only, so with fewer channels bandpass structure (e.g. the
+    simulator's ripple, periods down to 1/8 of the spw) cannot be told from noise.
+
+    Parameters
+    ----------
+    params : complex[n_ant, n_chan, n_pol]
+    flag : bool[n_ant, n_chan, n_pol]
+
+    Returns
+    -------
+    dict
+        ``amp_rms`` (fraction), ``phase_rms_deg``, ``n_outlier``, ``n_valid`` - float/int
+        arrays of shape (n_ant,).
+    """
+    p = np.asarray(params)
+    fl = np.asarray(flag, bool)
+    if p.ndim != 3 or fl.shape != p.shape:
+        raise ParameterError(f"params shape {p.shape} / flag shape {fl.shape}; valid: equal "
+                             f"(n_ant, n_chan, n_pol) shapes")
+    fl = fl | ~np.isfinite(p) | (p == 0)
+    n_ant = p.shape[0]
+    amp_rms = np.full(n_ant, np.nan)
+    ph_rms = np.full(n_ant, np.nan)
+    n_out = np.zeros(n_ant, np.int64)
+    n_valid = np.zeros(n_ant, np.int64)
+    for a in range(n_ant):
+        for c in range(p.shape[2]):
+            good = ~fl[a, :, c]
+            if good.sum() < min_chan:
+                continue
+            z = p[a, good, c].astype(np.complex128)
+            amp = np.abs(z)
+            ra = smooth_residuals(amp / np.median(amp))
+            ph = np.degrees(np.unwrap(np.angle(z)))
+            is_ref = np.all(np.abs(np.angle(z)) < 1e-6)
+            rp = smooth_residuals(ph)
+            amp_rms[a] = np.nanmax([amp_rms[a], float(np.sqrt(np.mean(ra**2)))])
+            out = _robust_outliers(ra, nsigma)
+            if not is_ref:
+                ph_rms[a] = np.nanmax([ph_rms[a], float(np.sqrt(np.mean(rp**2)))])
+                out |= _robust_outliers(rp, nsigma)
+            n_out[a] += int(out.sum())
+            n_valid[a] += int(good.sum())
+    return dict(amp_rms=amp_rms, phase_rms_deg=ph_rms, n_outlier=n_out, n_valid=n_valid)
+
+
+def _robust_outliers(r: np.ndarray, nsigma: float) -> np.ndarray:
+    mad = 1.4826 * float(np.median(np.abs(r - np.median(r))))
+    if mad <= 0:
+        return np.zeros(r.shape, bool)
+    return np.abs(r - np.median(r)) > nsigma * mad
+
+
+def bandpass_amp_rms_score(amp_rms: Mapping[Key, float]) -> QAScore:
+    """Noisy bandpass amplitudes: per-channel amplitude noise (fraction of the median).
+
+    Value = the largest :func:`bandpass_channel_stats` ``amp_rms`` over (spw, antenna).
+    fastcal mapping tied to hifa_bandpass's SNR targets (a channel noise of 1/SNR):
+    <= 1/20 (5 %, ``minbpsnr=20``) -> 1.0; 5..10 % -> 1.0..0.67; 10..20 % (SNR 5) ->
+    0.66..0.33; 20..50 % -> 0.33..0.
+    """
+    items = _finite_items(amp_rms, "amp_rms")
+    worst = max(items, key=items.get)
+    v = items[worst]
+    score = band_mapping(v, 0.05, 0.10, 0.20, 0.50)
+    pct = {k: 100 * x for k, x in items.items()}
+    msg = _worst_message(pct, worst, "bandpass amplitude noise", ".1f", 10.0, "%")
+    return QAScore("bandpass_amp_rms", v, score, msg, "fraction", _where(worst))
+
+
+def bandpass_phase_rms_score(phase_rms_deg: Mapping[Key, float]) -> QAScore:
+    """Noisy bandpass phases: per-channel phase noise (deg) after removing a smooth fit.
+
+    Same thresholds as :func:`bandpass_amp_rms_score` in radians: <= 2.9 deg (1/20 rad) ->
+    1.0; 2.9..5.7 -> 1.0..0.67; 5.7..11.5 -> 0.66..0.33; 11.5..28.6 deg -> 0.33..0.
+    """
+    items = _finite_items(phase_rms_deg, "phase_rms_deg")
+    worst = max(items, key=items.get)
+    v = items[worst]
+    d = math.degrees
+    score = band_mapping(v, d(0.05), d(0.10), d(0.20), d(0.50))
+    msg = _worst_message(items, worst, "bandpass phase noise", ".1f", d(0.10), " deg")
+    return QAScore("bandpass_phase_rms", v, score, msg, "deg", _where(worst))
+
+
+def bandpass_outlier_score(counts: Mapping[Key, tuple[int, int]]) -> QAScore:
+    """Outlier bandpass channels: fraction of the unflagged channels of an antenna (both
+    polarisations) whose amplitude or phase departs from the smooth fit by > 5 sigma.
+
+    Value = the largest fraction over (spw, antenna). fastcal mapping: <= 2 % -> 1.0;
+    2..10 % -> 1.0..0.67; 10..25 % -> 0.66..0.33; 25..50 % -> 0.33..0.
+    """
+    frac = {k: n / v for k, (n, v) in counts.items() if v > 0}
+    items = _finite_items(frac, "counts")
+    worst = max(items, key=items.get)
+    score = band_mapping(items[worst], 0.02, 0.10, 0.25, 0.50)
+    pct = {k: 100 * x for k, x in items.items()}
+    n, tot = counts[worst]
+    msg = _worst_message(pct, worst, "bandpass outlier channels", ".1f", 10.0, "%")
+    msg += f" ({n} of {tot} channel-polarisations)"
+    return QAScore("bandpass_outliers", items[worst], score, msg, "fraction", _where(worst))
+
+
+# ---- gains
+
+
+def consecutive_scatter(params: np.ndarray, flag: np.ndarray, groups: np.ndarray, *,
+                        kind: str) -> np.ndarray:
+    """Per-solution scatter of gains from the differences between consecutive solutions.
+
+    Parameters
+    ----------
+    params : complex[n_time, n_ant, n_pol]
+        Gains of one spw (single channel), time-ordered.
+    flag : bool[n_time, n_ant, n_pol]
+    groups : int[n_time]
+        Solutions are compared only with the previous one of the same group (e.g. the scan
+        for per-integration solutions, the field for per-scan ones).
+    kind : {"phase", "amp"}
+        ``phase``: wrapped phase difference (deg); ``amp``: log amplitude ratio (~ fractional
+        change).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64[n_ant]: rms of the differences / sqrt(2) (the scatter of one solution if the
+        errors are independent), max over polarisations; NaN without any pair.
+    """
+    p = np.asarray(params)
+    fl = np.asarray(flag, bool)
+    g = np.asarray(groups)
+    if kind not in ("phase", "amp"):
+        raise ParameterError(f"kind={kind!r} is invalid; valid: 'phase', 'amp'")
+    if p.ndim != 3 or fl.shape != p.shape or g.shape != (p.shape[0],):
+        raise ParameterError(f"params {p.shape}, flag {fl.shape}, groups {g.shape}; valid: "
+                             f"(n_time, n_ant, n_pol), the same, (n_time,)")
+    fl = fl | ~np.isfinite(p) | (p == 0)
+    out = np.full(p.shape[1], np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for a in range(p.shape[1]):
+            for c in range(p.shape[2]):
+                diffs = []
+                for grp in np.unique(g):
+                    idx = np.flatnonzero((g == grp) & ~fl[:, a, c])
+                    if idx.size < 2:
+                        continue
+                    z = p[idx, a, c].astype(np.complex128)
+                    if kind == "phase":
+                        d = np.degrees(np.angle(z[1:] * np.conj(z[:-1])))
+                    else:
+                        d = np.log(np.abs(z[1:]) / np.abs(z[:-1]))
+                    diffs.append(d)
+                if diffs:
+                    d = np.concatenate(diffs)
+                    s = float(np.sqrt(np.mean(d**2)) / math.sqrt(2.0))
+                    out[a] = s if not np.isfinite(out[a]) else max(out[a], s)
+    return out
+
+
+def gain_phase_scatter_score(scatter_deg: Mapping[Key, float], table: str = "") -> QAScore:
+    """Noisy phase corrections: :func:`consecutive_scatter` of a phase table (deg).
+
+    Includes the real atmospheric phase changes between solutions as well as the noise.
+    fastcal mapping: <= 15 deg -> 1.0; 15..30 -> 1.0..0.67; 30..60 -> 0.66..0.33;
+    60..90 deg -> 0.33..0 (one-solution noise of 1/SNR rad: 30 deg is SNR ~ 2).
+    """
+    items = _finite_items(scatter_deg, "scatter_deg")
+    worst = max(items, key=items.get)
+    score = band_mapping(items[worst], 15.0, 30.0, 60.0, 90.0)
+    msg = _worst_message(items, worst, f"{table + ': ' if table else ''}phase scatter between "
+                         f"consecutive solutions", ".1f", 30.0, " deg")
+    return QAScore("gain_phase_scatter", items[worst], score, msg, "deg", _where(worst))
+
+
+def gain_amp_scatter_score(scatter: Mapping[Key, float], table: str = "") -> QAScore:
+    """Noisy amplitude corrections: :func:`consecutive_scatter` ``kind='amp'`` (fraction).
+
+    fastcal mapping: <= 5 % -> 1.0; 5..10 % -> 1.0..0.67; 10..20 % -> 0.66..0.33;
+    20..40 % -> 0.33..0.
+    """
+    items = _finite_items(scatter, "scatter")
+    worst = max(items, key=items.get)
+    score = band_mapping(items[worst], 0.05, 0.10, 0.20, 0.40)
+    pct = {k: 100 * x for k, x in items.items()}
+    msg = _worst_message(pct, worst, f"{table + ': ' if table else ''}amplitude scatter between "
+                         f"consecutive solutions", ".1f", 10.0, "%")
+    return QAScore("gain_amp_scatter", items[worst], score, msg, "fraction", _where(worst))
+
+
+def gain_snr_score(median_snr: float, target: float, table: str = "") -> QAScore:
+    """Median SNR of the unflagged gain solutions of a table against a target SNR.
+
+    r = SNR / target: >= 1 -> 1.0; 0.5..1 -> 0.67..1.0; 0.25..0.5 -> 0.34..0.66; below ->
+    linear 0..0.33. Targets used by the qa stage (fastcal's choice): per-integration phases
+    ``intphasesnr`` 5, per-scan phases on the phase calibrator ``phasesnr`` 32, per-scan
+    amplitudes 20 (5 % amplitude error).
+    """
+    if not math.isfinite(median_snr) or median_snr < 0 or not target > 0:
+        raise ParameterError(f"median_snr={median_snr!r}, target={target!r}; valid: SNR >= 0, "
+                             f"target > 0")
+    r = median_snr / target
+    if r >= 1.0:
+        score = 1.0
+    elif r >= 0.5:
+        score = linear_score(r, 0.5, 1.0, 0.67, 1.0)
+    elif r >= 0.25:
+        score = linear_score(r, 0.25, 0.5, 0.34, 0.66)
+    else:
+        score = linear_score(r, 0.0, 0.25, 0.0, 0.33)
+    return QAScore("gain_snr", median_snr, score,
+                   f"{table + ': ' if table else ''}median solution SNR {median_snr:.1f} "
+                   f"(target {target:g})", "SNR", table)

@@ -16,6 +16,7 @@ from fastcal.pipeline.stages.bandpass import BandpassStage
 from fastcal.pipeline.stages.calflag import CorrectedAmpFlagStage, ReapplyStage, RederiveStage
 from fastcal.pipeline.stages.flagdata import FlagDataStage
 from fastcal.pipeline.stages.fluxscale import FluxscaleStage
+from fastcal.pipeline.stages.gfluxscaleflag import GfluxscaleflagStage
 from fastcal.pipeline.stages.importdata import ImportDataStage
 from fastcal.pipeline.stages.lowgainflag import LowgainflagStage
 from fastcal.pipeline.stages.qa2 import QA2Stage
@@ -75,6 +76,7 @@ def alma_recipe() -> list[Stage]:
         LowgainflagStage(),
         SetjyStage(),
         BandpassStage(),
+        GfluxscaleflagStage(),
         FluxscaleStage(),
         TimegaincalStage(),
         ApplycalStage(),

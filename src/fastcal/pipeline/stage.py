@@ -383,7 +383,8 @@ def run_stages(ctx: Context, recipe: Sequence[Stage], *, stages: Sequence[str] |
                ) -> list[StageResult]:
     """Run (part of) a recipe; see the module docstring.
 
-    `progress(k, n, stage, result)` is called before each stage (result None) and after it.
+    `progress(k, n, stage, result)` is called before each stage (result None) and after it
+    (also when it failed: status ``failed``, before the error is raised).
 
     Returns
     -------
@@ -419,12 +420,14 @@ def run_stages(ctx: Context, recipe: Sequence[Stage], *, stages: Sequence[str] |
                                  duration_s=time.perf_counter() - t0)
             _finish(ctx, result, names)
             logger.error("stage %s failed: %s", stage.name, exc)
+            _report(progress, k, len(todo), stage, result)
             raise StageError(f"stage {stage.name!r} failed: {exc} (state saved in {ctx.out_dir}; "
                              f"fix the cause and run again to resume)") from exc
         except Exception as exc:  # a bug: record it, then let the traceback through
             result = StageResult(stage.name, FAILED, error=f"{type(exc).__name__}: {exc}",
                                  started=started, duration_s=time.perf_counter() - t0)
             _finish(ctx, result, names)
+            _report(progress, k, len(todo), stage, result)
             raise
         result.started, result.duration_s = started, time.perf_counter() - t0
         _finish(ctx, result, names)
@@ -435,6 +438,16 @@ def run_stages(ctx: Context, recipe: Sequence[Stage], *, stages: Sequence[str] |
             progress(k, len(todo), stage, result)
     ctx.current_stage = ""
     return done
+
+
+def _report(progress, k: int, n: int, stage: Stage, result: StageResult) -> None:
+    """Tell `progress` a stage failed; its own errors must not hide the stage's."""
+    if progress is None:
+        return
+    try:
+        progress(k, n, stage, result)
+    except Exception:  # noqa: BLE001
+        logger.debug("progress callback failed", exc_info=True)
 
 
 def _finish(ctx: Context, result: StageResult, order: Sequence[str]) -> None:

@@ -3,7 +3,11 @@
 The context's cal library is written as an ALMA ``*.calapply.txt`` (absolute table paths,
 ``working/``) and applied with :func:`fastcal.calapply.apply_calapply`, so the commands log
 replays exactly the same calls (``applymode='calflag'``, CASA's default; the runner keeps the
-flag backup). QA: the pipeline's applycal-agent score of the newly flagged fraction (linear
+flag backup). Each (field, intent) line gets the tables registered for that intent, so the
+per-intent Tsys entries of the tsys stage (``tsys``: each field its own Tsys via
+``gainfield='nearest'``; ``tsys_<intent>``: an explicit Tsys field list) land on the right
+lines. Calibrator flags propagate to the target here too: a target integration whose
+bracketing phase-calibrator solution is flagged is flagged (``calflag``). QA: the pipeline's applycal-agent score of the newly flagged fraction (linear
 1 at 5 % -> 0 at 60 %).
 """
 
@@ -42,8 +46,7 @@ class ApplycalStage(Stage):
     def run(self, ctx: Context) -> StageResult:
         from fastcal.calapply import apply_calapply
 
-        calls = ctx.callib.calapply_calls(ctx.vis_name, field_intents(ctx.info),
-                                          ",".join(map(str, ctx.science_spws)))
+        calls = ctx.calapply_calls()
         if not calls:
             raise ParameterError("no calibration table is registered for any science intent; run the "
                                  "calibration stages first")

@@ -12,8 +12,10 @@
    written to ``calibration/``. The fluxscale table itself is not applied (as in the pipeline).
 
 QA: per transfer field, :func:`~fastcal.pipeline.qa.flux_deviation_score` against the
-catalogue flux when the options give one (``setjy_models`` or ``flux_csv``). Not in this
-version: spw phase-up mapping, gfluxscaleflag outlier flagging, resolved-calibrator uv limits.
+catalogue flux when the options give one (``setjy_models`` or ``flux_csv``). Outliers of these
+calibrators are flagged before, by the ``gfluxscaleflag`` stage
+(:mod:`fastcal.pipeline.stages.gfluxscaleflag`) when the recipe has it. Not in this version:
+spw phase-up mapping, resolved-calibrator uv limits.
 """
 
 from __future__ import annotations
@@ -123,7 +125,9 @@ class FluxscaleStage(Stage):
             msgs.append(f"no flux derived for {', '.join(missing)}")
             qa.append(QAScore("flux_missing", float(len(missing)), 0.2,
                               f"no flux derived for {', '.join(missing)}", "fields"))
-        msgs.append("simplified: no spw phase-up mapping, no gfluxscaleflag, no resolved-source uv limits")
+        ran = ctx.results.get("gfluxscaleflag", {}).get("status") == OK
+        msgs.append("simplified: no spw phase-up mapping, no resolved-source uv limits"
+                    + ("" if ran else ", no gfluxscaleflag (stage not in the recipe)"))
         return StageResult(self.name, OK, inputs=dict(reference=ref, transfer=transfer, prior_tables=prior),
                            outputs=dict(fluxes=fluxes, flux_csv=csv_path, amp_table=amp),
                            qa=qa, messages=msgs,

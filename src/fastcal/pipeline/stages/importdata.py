@@ -21,6 +21,12 @@ stops with a message saying which options to give.
 Documented fallbacks (logged, and listed in the stage messages): no flux calibrator -> the
 bandpass calibrator sets the flux scale; no bandpass calibrator -> the flux calibrator, else
 the phase calibrator, is used for the bandpass; no target -> calibrators only.
+
+Spw roles come from :attr:`fastcal.ms.MSInfo.spw_roles`, which needs the
+``CALIBRATE_ATMOSPHERE`` intents to tell Tsys spws from science spws. Without intents
+(:func:`spw_roles`): a spw listed in SYSCAL whose rows are all in scans holding no spw outside
+SYSCAL (the atmosphere scans) is a Tsys spw, the others science (a TDM spw used for both stays
+science), and the stage says so.
 """
 
 from __future__ import annotations
@@ -36,8 +42,8 @@ from fastcal.pipeline.context import Context
 from fastcal.pipeline.qa import QAScore
 from fastcal.pipeline.stage import OK, Stage, StageResult
 
-__all__ = ["ROLE_INTENTS", "ROLE_OPTIONS", "roles_from_intents", "resolve_roles", "ms_summary",
-           "ImportDataStage"]
+__all__ = ["ROLE_INTENTS", "ROLE_OPTIONS", "roles_from_intents", "resolve_roles", "spw_roles",
+           "ms_summary", "ImportDataStage"]
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +137,45 @@ def resolve_roles(info, options: dict[str, Any] | None = None) -> tuple[dict[str
     return roles, source, messages
 
 
+def _syscal_spws(path: str) -> set[int]:
+    import os
+
+    from casacore.tables import table
+
+    sub = os.path.join(path, "SYSCAL")
+    if not os.path.isdir(sub):
+        return set()
+    with table(sub, ack=False) as t:
+        return {int(s) for s in t.getcol("SPECTRAL_WINDOW_ID")} if t.nrows() else set()
+
+
+def spw_roles(info) -> tuple[dict[int, str], str]:
+    """Spw id -> role (``wvr``, ``chavg``, ``tsys``, ``science``, ``unused``), and a note.
+
+    With scan intents this is :attr:`MSInfo.spw_roles` and the note is "". Without them
+    (every scan's OBS_MODE empty) the Tsys spws are the SYSCAL spws whose rows are all in scans
+    with no non-SYSCAL science-like spw (the atmosphere scans); the note says so.
+    """
+    roles = dict(info.spw_roles)
+    if info.intents:
+        return roles, ""
+    data = {s for s, r in roles.items() if r == "science"}
+    syscal = _syscal_spws(info.path) & data if info.has_syscal else set()
+    if not syscal:
+        return roles, (f"no scan intents: every spw with data except WVR/channel-average is a science "
+                       f"spw ({sorted(data)})")
+    atm_scans = [s for s in info.scans if {int(x) for x in s.spw_ids} & data <= syscal]
+    other = [s for s in info.scans if s not in atm_scans and {int(x) for x in s.spw_ids} & data]
+    tsys = {x for x in syscal if not any(x in s.spw_ids for s in other)} if other else set()
+    if not tsys or tsys == data:
+        return roles, (f"no scan intents: the SYSCAL spws {sorted(syscal)} also hold science data; all "
+                       f"data spws are science spws ({sorted(data)})")
+    for x in tsys:
+        roles[x] = "tsys"
+    return roles, (f"no scan intents: spws {sorted(tsys)} (SYSCAL spws with rows only in scans without "
+                   f"other spws) are taken as Tsys spws, {sorted(data - tsys)} as science spws")
+
+
 def _time_on_source(info, spws: list[int]) -> dict[str, float]:
     """Field name -> integration time (s) over the scans with science-spw rows."""
     idx = info.index
@@ -149,9 +194,10 @@ def _time_on_source(info, spws: list[int]) -> dict[str, float]:
     return out
 
 
-def ms_summary(info, science_spws: list[int]) -> dict[str, Any]:
-    """JSON-friendly summary of the MS for the context, README and weblog."""
-    roles = info.spw_roles
+def ms_summary(info, science_spws: list[int], roles: dict[int, str] | None = None) -> dict[str, Any]:
+    """JSON-friendly summary of the MS for the context, README and weblog (`roles`: spw roles,
+    default :attr:`MSInfo.spw_roles`)."""
+    roles = roles if roles is not None else info.spw_roles
     return dict(
         name=info.path.rstrip("/").rsplit("/", 1)[-1], path=info.path, n_rows=info.n_rows,
         telescope=info.telescope_name, time_range=list(info.time_range),
@@ -178,17 +224,26 @@ class ImportDataStage(Stage):
         info = ctx.info
         roles, source, messages = resolve_roles(info, ctx.options)
         ctx.roles, ctx.roles_source = roles, source
-        ctx.science_spws = list(info.spws_with_role("science"))
-        ctx.tsys_spws = list(info.spws_with_role("tsys"))
-        ctx.wvr_spws = list(info.spws_with_role("wvr"))
+        sroles, note = spw_roles(info)
+        if note:
+            logger.warning("%s", note)
+            messages.append(note)
+        ctx.science_spws = sorted(s for s, r in sroles.items() if r == "science")
+        ctx.tsys_spws = sorted(s for s, r in sroles.items() if r == "tsys")
+        ctx.wvr_spws = sorted(s for s, r in sroles.items() if r == "wvr")
         if not ctx.science_spws:
             raise ParameterError(f"{info.path} has no science spectral window (spw roles: "
-                                 f"{info.spw_roles}); nothing to calibrate")
-        ctx.ms = ms_summary(info, ctx.science_spws)
-        if not info.has_syscal:
-            messages.append("no SYSCAL table: Tsys calibration will be skipped")
-        if not ctx.wvr_spws:
-            messages.append("no WVR spectral window: WVR correction will be skipped")
+                                 f"{sroles}); nothing to calibrate")
+        ctx.ms = ms_summary(info, ctx.science_spws, sroles)
+        if source == "options":
+            msg = f"no scan intents in {ctx.vis_name}: calibrator roles from the options"
+            logger.warning("%s", msg)
+            messages.insert(0, msg)
+        missing = ([] if info.has_syscal else ["no SYSCAL table: Tsys calibration will be skipped"]) + \
+                  ([] if ctx.wvr_spws else ["no WVR spectral window: WVR correction will be skipped"])
+        for m in missing:
+            logger.warning("%s", m)
+        messages += missing
         score = 1.0 if source == "intents" else 0.9
         score -= 0.1 * sum("no flux" in m or "no bandpass" in m for m in messages)
         qa = [QAScore("roles", float(len(roles)), max(score, 0.0),

@@ -1,0 +1,103 @@
+"""gfluxscaleflag: outlier flagging of the flux, phase and check calibrators before the flux
+scale is derived (hifa_gfluxscaleflag, reference section 8 stage 15).
+
+With the prior tables (antpos, Tsys, WVR) and the bandpass pre-applied, on the flux, phase and
+check calibrators (the bandpass calibrator too when it is the flux calibrator):
+
+1. preliminary phase gains, ``calmode='p'``, ``solint='int'`` (the pipeline's
+   ``phaseupsolint``), ``minsnr=2``;
+2. preliminary amplitude gains, ``calmode='a'``, ``solint='inf'`` (per scan), ``minsnr=2``,
+   with the phases pre-applied (fields without a model are solved against 1 Jy, so their
+   corrected amplitudes are on a per-field 1 Jy scale: the |corrected| - |model| metric only
+   needs a constant level per field);
+3. both applied to those fields only (``applymode='calflag'``: samples whose preliminary
+   solution failed are flagged, counted as agent ``gfluxscaleflag_applycal``);
+4. :func:`fastcal.pipeline.stages.calflag.flag_corrected_outliers` with the pipeline
+   thresholds (same as hifa_bandpassflag / the calflag loop: channel, antenna x scan,
+   integration and baseline views, and the target flags implied by the phase calibrator).
+
+The preliminary tables stay in ``working/`` and are not registered; CORRECTED_DATA of these
+fields is overwritten by the applycal stage later. Not in this version: the spwphaseup spw
+mapping/combination. QA: the pipeline's flagged-fraction score of the newly flagged data.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastcal.errors import ParameterError
+from fastcal.pipeline.context import Context
+from fastcal.pipeline.qa import QAScore, agent_flagged_score
+from fastcal.pipeline.stage import OK, SKIPPED, Stage, StageResult
+from fastcal.pipeline.stages.bandpass import PRIOR_TABLES
+from fastcal.pipeline.stages.calflag import flag_corrected_outliers
+
+__all__ = ["GfluxscaleflagStage"]
+
+logger = logging.getLogger(__name__)
+
+
+class GfluxscaleflagStage(Stage):
+    """Preliminary gains on the flux/phase/check calibrators, then corrected-amplitude flagging."""
+
+    name = "gfluxscaleflag"
+    title = "flag outliers of the flux, phase and check calibrators"
+    simplified = True
+    modifies_flags = True
+
+    def run(self, ctx: Context) -> StageResult:
+        from fastcal.apply import applycal
+        from fastcal.solve import solve_gains
+
+        fields = list(dict.fromkeys(f for r in ("flux", "phase", "check") for f in ctx.roles.get(r, [])))
+        if not fields:
+            return StageResult(self.name, SKIPPED, messages=["no flux, phase or check calibrator: nothing to flag"])
+        try:
+            ctx.callib.get("bandpass")
+        except ParameterError as exc:
+            raise ParameterError("gfluxscaleflag needs the bandpass table; run the bandpass stage first") from exc
+        prior = [n for n in PRIOR_TABLES if any(e.name == n for e in ctx.callib)] + ["bandpass"]
+        pre = ctx.preapply(*prior)
+        spw = ",".join(map(str, ctx.science_spws))
+        ph = ctx.path("working", f"{ctx.vis_name}.gfluxscaleflag_ph.tbl")
+        amp = ctx.path("working", f"{ctx.vis_name}.gfluxscaleflag_amp.tbl")
+        common = dict(vis=ctx.vis, field=",".join(fields), spw=spw, refant=",".join(ctx.refant), minblperant=4,
+                      minsnr=2.0, overwrite=True)
+        ctx.call(solve_gains, caltable=ph, solint="int", calmode="p", **common, **pre)
+        ctx.call(solve_gains, caltable=amp, solint="inf", calmode="a", **common,
+                 gaintable=pre["gaintable"] + [ph], gainfield=pre["gainfield"] + ["nearest"],
+                 interp=pre["interp"] + ["linear"], spwmap=pre["spwmap"] + [[]])
+        tabs = ctx.tables(*prior)
+        rep = ctx.call(applycal, vis=ctx.vis, field=",".join(fields), spw=spw,
+                       gaintable=tabs["gaintable"] + [ph, amp], gainfield=tabs["gainfield"] + ["nearest", "nearest"],
+                       interp=tabs["interp"] + ["linear", "linear"], spwmap=tabs["spwmap"] + [[], []],
+                       calwt=tabs["calwt"] + [False, True], applymode="calflag", flagbackup=False)
+        ctx.refresh()
+        n_apply = int(rep.n_newly_flagged)
+        if n_apply:
+            ctx.add_flags("gfluxscaleflag_applycal", "# flags from failed preliminary gain solutions "
+                          "(applymode='calflag')", n_apply, int(rep.n_samples))
+        phase = list(ctx.roles.get("phase", []))
+        targets = [f for r in ("target", "check") for f in ctx.roles.get(r, []) if f not in fields]
+        summary = ctx.call(flag_corrected_outliers, vis=ctx.vis, fields=fields, spw=list(ctx.science_spws),
+                           phase_fields=phase, target_fields=list(dict.fromkeys(targets)))
+        ctx.refresh()
+        if summary.n_new:
+            ctx.add_flags("gfluxscaleflag", "\n".join(summary.template), summary.n_new, summary.n_total)
+        frac = summary.n_new / summary.n_total if summary.n_total else 0.0
+        qa = [agent_flagged_score(frac, "gfluxscaleflag")]
+        msgs = [f"{summary.n_new} visibilities flagged ({summary.n_target} on targets), "
+                f"{n_apply} by failed preliminary solutions",
+                "simplified: no spwphaseup spw mapping/combination"]
+        if summary.refused:
+            msgs.append("not flagged (would flag too much; calibration problem?): "
+                        + ", ".join(f"{k} {100 * v:.0f}%" for k, v in summary.refused.items()))
+            qa.append(QAScore("gfluxscaleflag_refused", float(len(summary.refused)), 0.3, msgs[-1], "field/spw"))
+        return StageResult(self.name, OK, inputs=dict(fields=fields, prior_tables=prior),
+                           outputs=dict(channels=summary.channels, antenna_scans=summary.antenna_scans,
+                                        integrations=summary.integrations, baselines=summary.baselines,
+                                        antennas=summary.antennas, target=summary.target,
+                                        n_new=summary.n_new, n_target=summary.n_target,
+                                        n_applycal=n_apply, n_total=summary.n_total,
+                                        tables=dict(phase=ph, amp=amp)),
+                           qa=qa, messages=msgs)
