@@ -15,13 +15,16 @@ from fastcal.pipeline.stages.applycal import ApplycalStage
 from fastcal.pipeline.stages.bandpass import BandpassStage
 from fastcal.pipeline.stages.calflag import CorrectedAmpFlagStage, ReapplyStage, RederiveStage
 from fastcal.pipeline.stages.flagdata import FlagDataStage
+from fastcal.pipeline.stages.fluxcalflag import FluxcalflagStage
 from fastcal.pipeline.stages.fluxscale import FluxscaleStage
 from fastcal.pipeline.stages.gfluxscaleflag import GfluxscaleflagStage
 from fastcal.pipeline.stages.importdata import ImportDataStage
 from fastcal.pipeline.stages.lowgainflag import LowgainflagStage
 from fastcal.pipeline.stages.qa2 import QA2Stage
+from fastcal.pipeline.stages.rawflagchans import RawflagchansStage
 from fastcal.pipeline.stages.refant import RefantStage
 from fastcal.pipeline.stages.setjy import SetjyStage
+from fastcal.pipeline.stages.spwphaseup import SpwphaseupStage
 from fastcal.pipeline.stages.timegaincal import TimegaincalStage
 from fastcal.pipeline.stages.tsys import TsysStage
 from fastcal.pipeline.stages.wvr import WvrStage
@@ -70,12 +73,15 @@ def alma_recipe() -> list[Stage]:
         ImportDataStage(),
         AntposStage(),
         FlagDataStage(),
+        FluxcalflagStage(),
+        RawflagchansStage(),
         RefantStage(),
         TsysStage(),
         WvrStage(),
         LowgainflagStage(),
         SetjyStage(),
         BandpassStage(),
+        SpwphaseupStage(),
         GfluxscaleflagStage(),
         FluxscaleStage(),
         TimegaincalStage(),

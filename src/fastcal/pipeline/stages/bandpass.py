@@ -11,14 +11,22 @@ reference section 8 stage 13), *simplified*.
 2. Bandpass: :func:`fastcal.solve.solve_bandpass` ``solint='inf'``, ``combine='scan'``,
    ``solnorm=True``, ``minblperant=4``, ``minsnr=3``, with the prior tables and the phase-up
    pre-applied; registered with ``interp='linear,linear'``, ``calwt=True``.
+3. bpflagchans (option ``bpflagchans``, default True):
+   :func:`fastcal.pipeline.stages.bpflagchans.flag_bandpass_channels` flags outlier channels
+   of the new table (amplitude and phase residuals from a smooth per-antenna fit, 14 MADs)
+   and the same channels of that antenna in the data (all fields), recorded as flag agent
+   ``bpflagchans``. The stage therefore writes flags (``modifies_flags``): the runner backs
+   the flags up as ``fastcal_before_bandpass`` and restores them before a re-run.
 
 QA: :func:`~fastcal.pipeline.qa.bandpass_snr_score` of the median solution SNR,
 :func:`~fastcal.pipeline.qa.phaseup_snr_score` of the median phase-up SNR (``intphasesnr=5``),
-and the flagged fraction of the bandpass solutions.
+the flagged fraction of the bandpass solutions, and the fraction of the data newly flagged
+by bpflagchans (:func:`~fastcal.pipeline.qa.agent_flagged_score`).
 
 Not in this version (the stage says so in its messages): the catalogue-based phase-up SNR
 estimate, SNR-based frequency solint (``bpsnr=50``, ``bpnsols=8``), the
-pre-bandpass delay, fillgaps, bpflagchans and fluxcalflag.
+pre-bandpass delay and fillgaps. Line flagging of solar-system flux calibrators is the
+``fluxcalflag`` stage.
 """
 
 from __future__ import annotations
@@ -29,7 +37,12 @@ import numpy as np
 
 from fastcal.errors import ParameterError, SolveError
 from fastcal.pipeline.context import Context
-from fastcal.pipeline.qa import bandpass_snr_score, flagged_fraction_score, phaseup_snr_score
+from fastcal.pipeline.qa import (
+    agent_flagged_score,
+    bandpass_snr_score,
+    flagged_fraction_score,
+    phaseup_snr_score,
+)
 from fastcal.pipeline.stage import OK, PlotSpec, Stage, StageResult
 from fastcal.pipeline.stages.wvr import science_int_time
 
@@ -45,8 +58,8 @@ PHASEUP_SNR = 20.0
 PHASEUP_MAX_SOLINT_S = 60.0
 PHASEUP_NSOLS = 2
 _SIMPLIFIED = ("simplified heuristics: phase-up solint from the measured per-integration SNR, "
-               "'inf' bandpass; the SNR-based frequency solint, bpflagchans and fluxcalflag are "
-               "not implemented in this version")
+               "'inf' bandpass, then bpflagchans; the SNR-based frequency solint is not "
+               "implemented in this version")
 
 
 def phaseup_solint(snr_int: float, int_time_s: float, scan_time_s: float, *,
@@ -116,8 +129,9 @@ class BandpassStage(Stage):
     """Phase-up and bandpass on the bandpass calibrator (simplified, see the module)."""
 
     name = "bandpass"
-    title = "phase-up (SNR-based solint) and bandpass"
+    title = "phase-up (SNR-based solint), bandpass and bpflagchans"
     simplified = True
+    modifies_flags = True
 
     def run(self, ctx: Context) -> StageResult:
         from fastcal.solve import solve_bandpass, solve_gains
@@ -149,6 +163,11 @@ class BandpassStage(Stage):
                       combine="scan", refant=refant, minblperant=4, minsnr=3.0, solnorm=True,
                       gaintable=pre["gaintable"] + [ph_path], gainfield=pre["gainfield"] + [""],
                       interp=pre["interp"] + ["linear"], spwmap=pre["spwmap"] + [[]], overwrite=True)
+        bpflag = self._bpflagchans(ctx, bp, bp_path)
+        if bpflag is not None and bpflag.n_solutions:
+            from fastcal.caltable import read_caltable
+
+            bp = read_caltable(bp_path)
         bp_snr, ph_snr = median_snr(bp, ctx.science_spws), median_snr(ph, ctx.science_spws)
         flagged = _flagged_fraction(bp, ctx.science_spws)
         if flagged >= 1.0:
@@ -160,10 +179,43 @@ class BandpassStage(Stage):
             qa.append(bandpass_snr_score(bp_snr))
         if np.isfinite(ph_snr):
             qa.append(phaseup_snr_score(ph_snr, 5.0))
+        messages = [_SIMPLIFIED]
+        if bpflag is not None:
+            qa.append(agent_flagged_score(bpflag.n_new / bpflag.n_total if bpflag.n_total else 0.0, "bpflagchans"))
+            messages += _bpflag_messages(bpflag)
         return StageResult(
             self.name, OK,
             inputs=dict(field=field, spw=spw, refant=refant, prior_tables=prior),
             outputs=dict(caltable=bp_path, phaseup=ph_path, median_snr=bp_snr, phaseup_median_snr=ph_snr,
-                         phaseup_snr_per_int=ph_snr_int, phaseup_solint=solint, flagged_fraction=flagged),
-            qa=qa, messages=[_SIMPLIFIED],
+                         phaseup_snr_per_int=ph_snr_int, phaseup_solint=solint, flagged_fraction=flagged,
+                         bpflagchans=bpflag.to_dict() if bpflag is not None else None),
+            qa=qa, messages=messages,
             plots=[PlotSpec("bandpass", "Bandpass amplitude and phase per antenna", {"table": bp_path})])
+
+    @staticmethod
+    def _bpflagchans(ctx: Context, bp, bp_path: str):
+        """Run bpflagchans on the new table (unless option ``bpflagchans`` is False)."""
+        from fastcal.pipeline.stages.bpflagchans import flag_bandpass_channels
+
+        if not ctx.options.get("bpflagchans", True):
+            return None
+        in_table = set(bp.spw_ids.tolist())
+        spws = [int(s) for s in ctx.science_spws if int(s) in in_table]
+        if not spws:
+            return None
+        res = ctx.call(flag_bandpass_channels, vis=ctx.vis, caltable=bp_path, spw=spws)
+        ctx.refresh()
+        if res.n_new:
+            ctx.add_flags("bpflagchans", "\n".join(res.template), res.n_new, res.n_total)
+        return res
+
+
+def _bpflag_messages(res) -> list[str]:
+    """Weblog lines for a :class:`~fastcal.pipeline.stages.bpflagchans.BpflagSummary`."""
+    from fastcal.pipeline.heuristics_lines import format_channel_ranges
+
+    out = [f"bpflagchans spw {s}: " + ", ".join(f"{a} ch {format_channel_ranges(c)}" for a, c in ants.items())
+           for s, ants in res.outliers.items()] or ["bpflagchans: no outlier channels"]
+    out += [f"bpflagchans spw {s}: not flagged (> 25% of the channels, a bad antenna?): "
+            + ", ".join(f"{a} {100 * f:.0f}%" for a, f in ants.items()) for s, ants in res.refused.items()]
+    return out

@@ -20,6 +20,14 @@ WVR. Every iteration (wvrflag, improvement, per-antenna ratio and Disc) is recor
 ``calwt=False``) when its improvement exceeds ``accept_threshold`` (1.0, the pipeline's
 "> 1.0"). Not in this version: the ``toffset`` heuristic.
 
+**Improvement check fallback**: ``wvr_improvement`` uses the phase and bandpass calibrators
+(its default). When that fails because one of them has no usable data (``SelectionError`` or
+``SolveError``, e.g. every bandpass-calibrator row of the science spws flagged), the check is
+done again on the phase calibrator only (``intents=['PHASE']``) for this and every later
+iteration; the fallback is logged (warning), said in the messages and recorded in
+``outputs["improvement_intents"]``; the failed call is dropped from the commands log (it
+wrote nothing). If the phase calibrator alone fails too, the stage fails with that error.
+
 ``smooth`` = the correlator integration time (median INTERVAL of the cross-correlation rows),
 as the pipeline's ``hm_smooth='automatic'``: the WVR path averaged over each integration, as
 the correlator averages the fringe (docs/wvr.md, "Accuracy").
@@ -35,16 +43,18 @@ of 8 deg and a target flux 4-6 % low; tests/test_pipeline_accuracy.py guards aga
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 
-from fastcal.errors import ParameterError
+from fastcal.errors import ParameterError, SelectionError, SolveError
 from fastcal.pipeline.context import Context
 from fastcal.pipeline.qa import QAScore
 from fastcal.pipeline.stage import OK, SKIPPED, PlotSpec, Stage, StageResult
 
 __all__ = ["WvrStage", "MIN_WVR_ANTENNAS", "MIN_WVR_FRACTION", "ACCEPT_THRESHOLD", "SEGSOURCE",
-           "FHI_LIMIT", "FHI_MINSAMPLE", "MAX_FLAG_ITER", "science_int_time", "wvr_outlier_antennas"]
+           "FHI_LIMIT", "FHI_MINSAMPLE", "MAX_FLAG_ITER", "FALLBACK_INTENTS", "science_int_time",
+           "wvr_outlier_antennas"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +70,8 @@ FHI_MINSAMPLE = 5
 MAX_FLAG_ITER = 2
 #: Disc (um) above which a Disc outlier counts as a broken radiometer (the pipeline QA limit).
 DISC_LIMIT_UM = 500.0
+#: Intents of the improvement check when the default (phase + bandpass calibrators) fails.
+FALLBACK_INTENTS = ("PHASE",)
 
 
 def _flag_hi(values: np.ndarray, limit: float, minsample: int) -> np.ndarray:
@@ -112,6 +124,38 @@ def wvr_outlier_antennas(ratio: np.ndarray, disc_um: np.ndarray, usable: np.ndar
     return np.flatnonzero(bad).tolist()
 
 
+def _improvement(ctx: Context, table: str, intents: list[str] | None) -> tuple[Any, list[str] | None, str]:
+    """``wvr_improvement`` of `table` on `intents` (None: its default, phase + bandpass
+    calibrators), falling back to :data:`FALLBACK_INTENTS` when the default selection has no
+    usable data (see the module docstring).
+
+    Returns
+    -------
+    (Improvement, intents, message)
+        The intents actually used (None: the default) and the fallback message ("" if none).
+
+    Raises
+    ------
+    SelectionError, SolveError
+        The phase calibrator alone has no usable data either (or the fallback was used already).
+    """
+    from fastcal.wvr import wvr_improvement
+
+    kwargs = {} if intents is None else {"intents": list(intents)}
+    try:
+        return ctx.call(wvr_improvement, vis=ctx.vis, table=table, **kwargs), intents, ""
+    except (SelectionError, SolveError) as exc:
+        if intents is not None:
+            raise
+        if ctx.commands and ctx.commands[-1].function.endswith("wvr_improvement"):
+            ctx.commands.pop()  # read-only and failed: keep the commands log replayable
+        fallback = list(FALLBACK_INTENTS)
+        msg = (f"WVR improvement check on the phase and bandpass calibrators failed ({exc}); "
+               f"checked on the phase calibrator only (intents={fallback})")
+        logger.warning("wvr: %s", msg)
+        return ctx.call(wvr_improvement, vis=ctx.vis, table=table, intents=fallback), fallback, msg
+
+
 def science_int_time(vis: str) -> float:
     """Median INTERVAL (s) of the cross-correlation rows (the correlator integration time);
     0.0 when there are none. Read from the first 20000 such rows."""
@@ -134,7 +178,7 @@ class WvrStage(Stage):
     simplified = True
 
     def run(self, ctx: Context) -> StageResult:
-        from fastcal.wvr import solve_wvr, wvr_improvement, wvr_qa_score
+        from fastcal.wvr import solve_wvr, wvr_qa_score
 
         if not ctx.wvr_spws:
             return StageResult(self.name, SKIPPED, messages=["no WVR spectral window: no WVR correction"])
@@ -147,6 +191,8 @@ class WvrStage(Stage):
         names = list(ctx.info.antenna_names)
         wvrflag: list[str] = []
         iterations: list[dict] = []
+        qa_intents: list[str] | None = None
+        fallback_msg = ""
         for it in range(1, MAX_FLAG_ITER + 2):
             res = ctx.call(solve_wvr, vis=ctx.vis, caltable=path, segsource=SEGSOURCE,
                            smooth=smooth if smooth > 0 else "", wvrflag=list(wvrflag), overwrite=True)
@@ -161,7 +207,8 @@ class WvrStage(Stage):
                        f">= {100 * MIN_WVR_FRACTION:.0f}%): WVR correction not applied")
                 return StageResult(self.name, OK, outputs=outputs, messages=[msg],
                                    qa=[QAScore("wvr_antennas", float(n_wvr), 0.5, msg, "antennas")])
-            imp = ctx.call(wvr_improvement, vis=ctx.vis, table=path)
+            imp, qa_intents, msg = _improvement(ctx, path, qa_intents)
+            fallback_msg = fallback_msg or msg
             usable = np.asarray(st.has_wvr, bool) & ~np.asarray(st.flagged, bool)
             new = [names[i] for i in wvr_outlier_antennas(imp.ratio, st.disc_um, usable)]
             room = int(usable.sum()) - MIN_WVR_ANTENNAS
@@ -177,12 +224,14 @@ class WvrStage(Stage):
         if applied:
             ctx.register_table("wvr", path, interp="nearest", calwt=False)
         outputs.update(improvement=float(imp.score), applied=applied, wvrflag=list(wvrflag),
-                       iterations=iterations,
+                       iterations=iterations, improvement_intents=qa_intents or ["PHASE", "BANDPASS"],
                        rms_without_deg=np.asarray(imp.rms_without_deg).tolist(),
                        rms_with_deg=np.asarray(imp.rms_with_deg).tolist())
         msgs = [f"WVR improvement {imp.score:.2f}: " + ("applied" if applied else
                 f"not applied (needs > {ACCEPT_THRESHOLD:g})"),
                 f"smooth={smooth:g} s (integration time); segsource={SEGSOURCE}"]
+        if fallback_msg:
+            msgs.append(fallback_msg)
         if wvrflag:
             msgs.append(f"WVR of {', '.join(wvrflag)} flagged (interpolated from neighbours) after "
                         f"{len(iterations)} iteration(s): improvement "
