@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
 
     work = args.dir or tempfile.mkdtemp(prefix="fastcal-bench-pipeline-")
+    os.makedirs(work, exist_ok=True)
     ms = os.path.join(work, "bench.ms")
     t0 = time.perf_counter()
     truth = simulate(ms, config=SimConfig.demo(seed=args.seed, n_ant=args.n_ant, n_spw=args.n_spw,

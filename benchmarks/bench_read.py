@@ -12,7 +12,8 @@ the chunks from an already opened MSInfo (open_ms is timed separately). "dask ar
 one trivial task per block of every ``Chunk.arrays`` column; "delayed read_block" runs one
 ``dask.delayed`` task per block that reads all three columns (the pattern drivers should use). The methods run
 interleaved ``--repeat`` times and each figure is the best run, so that changes in the load of a
-shared machine hit all methods alike. Results are printed, never saved.
+shared machine hit all methods alike; process CPU time is shown too, as it is less sensitive
+to other processes on a shared machine. Results are printed, never saved.
 """
 
 from __future__ import annotations
@@ -104,6 +105,13 @@ def run_iter_blocks(info, chunk_bytes: int) -> float:
     return time.perf_counter() - t0
 
 
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1, 5, 15 min)"
+    except OSError:
+        return "?"
+
+
 def machine() -> str:
     cpu = platform.processor() or "?"
     try:
@@ -180,19 +188,36 @@ def main(argv: list[str] | None = None) -> int:
             ("iter_blocks (NumPy, no dask)", 1, lambda: run_iter_blocks(info, chunk_bytes)),
         ]
         times = [[] for _ in methods]
+        cpus = [[] for _ in methods]
         for _ in range(args.repeat):  # interleaved, so a change in machine load hits all alike
             for k, (_, _, fn) in enumerate(methods):
+                c0 = time.process_time()
                 times[k].append(fn())
-        rows = [(name, k, min(ts)) for (name, k, _), ts in zip(methods, times, strict=True)]
-        floor_s = rows[0][2]
+                cpus[k].append(time.process_time() - c0)
+        rows = [
+            (name, k, min(ts), min(cs))
+            for (name, k, _), ts, cs in zip(methods, times, cpus, strict=True)
+        ]
+        floor_s, floor_cpu = rows[0][2], rows[0][3]
         print(
             f"columns : {', '.join(COLUMNS)}; {nbytes / 1e6:.0f} MB as stored (MB/s below use this)"
         )
+        print(f"load    : {_load()}")
         print()
-        print(f"{'method':<36} {'threads':>7} {'wall_s':>8} {'MB/s':>8} {'floor/this':>11}")
-        for name, k, dt in rows:
-            print(f"{name:<36} {k:>7} {dt:>8.3f} {nbytes / 1e6 / dt:>8.0f} {floor_s / dt:>11.2f}")
+        print(
+            f"{'method':<36} {'threads':>7} {'wall_s':>8} {'MB/s':>8} {'floor/this':>11} "
+            f"{'cpu_s':>7} {'cpu floor/this':>14}"
+        )
+        for name, k, dt, cpu in rows:
+            print(
+                f"{name:<36} {k:>7} {dt:>8.3f} {nbytes / 1e6 / dt:>8.0f} {floor_s / dt:>11.2f} "
+                f"{cpu:>7.3f} {floor_cpu / cpu:>14.2f}"
+            )
         print("\nfloor/this >= 0.9 is the goal (1.0 = as fast as plain getcolnp).")
+        print(
+            "cpu_s is the process CPU time (user + system, all threads): on a shared machine it "
+            "is less\nsensitive to other processes than wall time."
+        )
     finally:
         if tmp is not None:
             tmp.cleanup()

@@ -66,6 +66,12 @@ def _selections(ms: str) -> dict:
                 n_rows=info.n_rows)
 
 
+def _cpu_s() -> float:
+    """CPU seconds (user + system, all threads) of this process so far."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _floor_rows(ms: str, sel: dict, which: str):
     import casacore.tables as ct
     import numpy as np
@@ -96,6 +102,7 @@ def stage_floor(ms: str, sel: dict, which: str) -> dict:
     import numpy as np
 
     rows = _floor_rows(ms, sel, which)
+    c0 = _cpu_s()
     t0 = time.perf_counter()
     nbytes = 0
     with ct.table(ms, ack=False) as t:
@@ -105,23 +112,32 @@ def stage_floor(ms: str, sel: dict, which: str) -> dict:
             step = max(1, (64 << 20) // per_row)
             for s in range(start, start + n, step):
                 nbytes += read_data_flag_weight(t, s, min(step, start + n - s), *shape)
-    return dict(wall=time.perf_counter() - t0, gbytes=nbytes / 1e9, rows=int(rows.size))
+    return dict(wall=time.perf_counter() - t0, cpu=_cpu_s() - c0, gbytes=nbytes / 1e9,
+                rows=int(rows.size))
 
 
-def _fastcal_once(ms, sel: dict, name: str, parallel: bool) -> dict:
+def _fastcal_once(ms, sel: dict, name: str, parallel: bool, out_dir: str | None = None) -> dict:
+    """One fastcal stage; with `out_dir` every solved table is also written there."""
     from fastcal.solve import load_calibrator, solve_bandpass, solve_gains
 
     common = dict(spw=sel["spw"], refant=sel["refant"], parallel=parallel)
+    if out_dir is not None:
+        def table(label: str) -> dict:
+            return dict(caltable=os.path.join(out_dir, f"{name}.{label}"), overwrite=True)
+    else:
+        def table(label: str) -> dict:
+            return {}
     out: dict = {}
+    c0 = _cpu_s()
     t0 = time.perf_counter()
     if name == "gain_int":
-        tab = solve_gains(ms, field=sel["ph_field"], solint="int", calmode="p", **common)
+        tab = solve_gains(ms, field=sel["ph_field"], solint="int", calmode="p", **common, **table("g"))
     elif name == "gain_inf":
-        tab = solve_gains(ms, field=sel["ph_field"], solint="inf", calmode="ap", **common)
+        tab = solve_gains(ms, field=sel["ph_field"], solint="inf", calmode="ap", **common, **table("g"))
     elif name == "gain_int_all":
-        tab = solve_gains(ms, solint="int", calmode="p", **common)
+        tab = solve_gains(ms, solint="int", calmode="p", **common, **table("g"))
     elif name == "bandpass":
-        tab = solve_bandpass(ms, field=sel["bp_field"], **common)
+        tab = solve_bandpass(ms, field=sel["bp_field"], **common, **table("b"))
     elif name in ("seq_direct", "seq_cached"):
         src = ms
         if name == "seq_cached":
@@ -132,17 +148,19 @@ def _fastcal_once(ms, sel: dict, name: str, parallel: bool) -> dict:
         else:
             common = dict(common, field=sel["bp_field"])
         t1 = time.perf_counter()
-        ph = solve_gains(src, solint="int", calmode="p", **common)
+        ph = solve_gains(src, solint="int", calmode="p", **common, **table("ph"))
         out["phase_up"] = time.perf_counter() - t1
         t1 = time.perf_counter()
-        bp = solve_bandpass(src, gaintable=[ph], **common)
+        bp = solve_bandpass(src, gaintable=[ph], **common, **table("b"))
         out["bandpass"] = time.perf_counter() - t1
         t1 = time.perf_counter()
-        tab = solve_gains(src, solint="inf", calmode="ap", gaintable=[bp, ph], **common)
+        tab = solve_gains(src, solint="inf", calmode="ap", gaintable=[bp, ph], **common,
+                          **table("amp"))
         out["amp"] = time.perf_counter() - t1
     else:
         raise ValueError(name)
     out["wall"] = time.perf_counter() - t0
+    out["cpu"] = _cpu_s() - c0
     out["nrow"] = int(tab.nrow)
     out["flagged"] = round(float(tab.flag.mean()), 4)
     return out
@@ -165,6 +183,30 @@ def stage_fastcal(ms: str, sel: dict, name: str, parallel: bool = True) -> dict:
     res = dict(wall=warm["wall"], cold=cold["wall"], open_ms=t_open)
     res.update({k: v for k, v in warm.items() if k != "wall"})
     return res
+
+
+def stage_process(ms: str, sel: dict, name: str, parallel: bool = True) -> dict:
+    """The user's cold call: a fresh Python process that imports fastcal, solves `name` on
+    the MS path and writes the table(s); wall time seen from outside (interpreter start,
+    imports, Numba cache loading, open_ms, solve, write)."""
+    with tempfile.TemporaryDirectory(prefix="fastcal-cold-", dir=BENCH_DIR) as tmp:
+        code = ("import sys, json; sys.path.insert(0, sys.argv[1]); import bench_solve as b; "
+                "r = b._fastcal_once(sys.argv[2], json.loads(sys.argv[3]), sys.argv[4], "
+                "sys.argv[5] == '1', sys.argv[6]); print('RESULT ' + json.dumps(r))")
+        env = dict(os.environ)
+        if os.environ.get("FASTCAL_BENCH_SOLVE_MODULE"):
+            code = "import bench_solve as _b; _b._load_solve_override(); " + code
+            env["PYTHONPATH"] = os.path.dirname(os.path.abspath(__file__))
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__)),
+                               ms, json.dumps(sel), name, "1" if parallel else "0", tmp],
+                              capture_output=True, text=True, env=env, timeout=3600)
+        wall = time.perf_counter() - t0
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            inner = json.loads(line[7:])
+            return dict(wall=wall, in_process=inner["wall"])
+    raise RuntimeError(f"cold process {name} failed:\n{proc.stderr[-3000:]}")
 
 
 CASA_SCRIPT = r'''
@@ -213,12 +255,37 @@ def stage_casa(ms: str, sel: dict, name: str) -> dict:
 # --------------------------------------------------------------------------- driver
 
 
+def _load_solve_override() -> None:
+    """``FASTCAL_BENCH_SOLVE_MODULE=/path/solve_old.py``: time that file as fastcal.solve
+    (before/after comparisons of the solver driver in one interleaved run)."""
+    path = os.environ.get("FASTCAL_BENCH_SOLVE_MODULE")
+    if not path:
+        return
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fastcal.solve", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["fastcal.solve"] = mod
+    spec.loader.exec_module(mod)
+
+
+def _loadavg() -> float:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 def _child(args: argparse.Namespace) -> None:
     sel = json.loads(args.sel)
+    if not args.stage.startswith(("floor_", "casa_")):
+        _load_solve_override()
     if args.stage.startswith("floor_"):
         res = stage_floor(args.ms, sel, args.stage.split("_", 1)[1])
     elif args.stage.startswith("casa_"):
         res = stage_casa(args.ms, sel, args.stage)
+    elif args.stage.startswith("proc_"):
+        res = stage_process(args.ms, sel, args.stage[5:], parallel=not args.serial)
     else:
         res = stage_fastcal(args.ms, sel, args.stage, parallel=not args.serial)
     res.setdefault("rss_mib", _peak_rss_mib())
@@ -229,10 +296,13 @@ def _run_stage(ms: str, sel: dict, stage: str, serial: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--ms", ms, "--stage", stage, "--sel", json.dumps(sel)]
     if serial:
         cmd.append("--serial")
+    load = _loadavg()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=7200)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[7:])
+            res = json.loads(line[7:])
+            res["load"] = load
+            return res
     raise RuntimeError(f"stage {stage} failed:\n{proc.stderr[-3000:]}")
 
 
@@ -248,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="runs per stage (best is reported)")
     ap.add_argument("--stages", default="", help="comma-separated subset of stages")
     ap.add_argument("--serial", action="store_true", help="fastcal without threads")
+    ap.add_argument("--process", action="store_true",
+                    help="also time fresh-process cold calls (proc_* stages: start, import, "
+                         "solve, write)")
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--merge-json", help="take stages missing from this run from an earlier --json")
     ap.add_argument("--stage", help=argparse.SUPPRESS)
@@ -274,26 +347,38 @@ def main(argv: list[str] | None = None) -> int:
           f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}")
     stages = ["floor_bp", "floor_ph", "floor_all", "gain_int", "gain_inf", "bandpass",
               "gain_int_all", "seq_direct", "seq_cached"]
+    if args.process:
+        stages += ["proc_gain_int", "proc_gain_inf", "proc_bandpass", "proc_seq_cached"]
     if args.casa:
         stages += ["casa_gain_int", "casa_gain_inf", "casa_bandpass", "casa_seq", "casa_gain_int_all"]
     if args.stages:
         stages = [s for s in args.stages.split(",") if s]
     for w in ("floor_bp", "floor_ph", "floor_all"):  # warm the page cache
-        if w in stages or any(FLOOR_OF.get(s) == w for s in stages):
+        if w in stages or any(FLOOR_OF.get(s.removeprefix("proc_")) == w for s in stages):
             _run_stage(ms, sel, w)
+    all_runs: dict[str, list[dict]] = {st: [] for st in stages}
+    for _ in range(args.repeat):  # rounds: floors and solves interleaved, best of the rounds
+        for st in stages:
+            all_runs[st].append(_run_stage(ms, sel, st, args.serial))
     results = {}
-    for st in stages:
-        runs = [_run_stage(ms, sel, st, args.serial) for _ in range(args.repeat)]
-        results[st] = min(runs, key=lambda r: r["wall"])
+    for st, runs in all_runs.items():
+        best = dict(min(runs, key=lambda r: r["wall"]))
+        if "cold" in best:
+            best["cold"] = min(r["cold"] for r in runs)
+        loads = [r["load"] for r in runs]
+        best["load"] = f"{min(loads):.1f}-{max(loads):.1f}"
+        results[st] = best
     print("wall_s: fastcal warm call (MSInfo already open; CASA: the task call); cold_s: first "
-          "call in a fresh process (JIT caches + MS metadata)")
+          "call in a process (JIT caches + MS metadata, imports done); proc_*: a fresh process "
+          "from start to exit (imports, solve, caltable write); best of the rounds, load = "
+          "1-min load average range")
     if args.merge_json:
         old = json.loads(Path(args.merge_json).read_text())["results"]
         results = {**{k: v for k, v in old.items() if k not in results}, **results}
         results = {k: results[k] for k in sorted(results, key=lambda k: (k.startswith("casa_"), k))}
     print(f"{'stage':17s} {'wall_s':>7s} {'cold_s':>7s} {'floor_s':>7s} {'ratio':>6s} {'ratio_cold':>10s} {'rss_MiB':>8s}  notes")
     for st, r in results.items():
-        fl = results.get(FLOOR_OF.get(st, ""), {}).get("wall")
+        fl = results.get(FLOOR_OF.get(st.removeprefix("proc_"), ""), {}).get("wall")
         if st.startswith("casa_"):
             fl = results.get(FLOOR_OF.get(st[5:], "floor_bp" if "seq" in st else ""), {}).get("wall")
         cold = r.get("cold", r["wall"])
@@ -301,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
         ratio_c = f"{cold / fl:10.2f}" if fl else " " * 10
         notes = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()
                  if k not in ("wall", "rss_mib", "cold")}
+        fl_cpu = results.get(FLOOR_OF.get(st, ""), {}).get("cpu")
+        if fl_cpu and "cpu" in r:
+            notes["cpu_ratio"] = round(r["cpu"] / fl_cpu, 2)  # robust to other jobs' load
         print(f"{st:17s} {r['wall']:7.2f} {cold:7.2f} {fl or 0:7.2f} {ratio} {ratio_c} {r['rss_mib']:8.0f}  {notes}")
     if any(k.startswith("casa_") for k in results):
         print("speed-up vs CASA:")
@@ -309,8 +397,10 @@ def main(argv: list[str] | None = None) -> int:
                         ("seq_cached", "casa_seq"), ("gain_int_all", "casa_gain_int_all")):
             if st in results and cst in results:
                 c = results[cst]["wall"]
+                proc = results.get("proc_" + st, {}).get("wall")
+                proc_txt = f"   fresh process {c / proc:6.1f}x" if proc else ""
                 print(f"  {st:14s} warm {c / results[st]['wall']:6.1f}x   cold "
-                      f"{c / results[st].get('cold', results[st]['wall']):6.1f}x")
+                      f"{c / results[st].get('cold', results[st]['wall']):6.1f}x{proc_txt}")
     if args.json:
         Path(args.json).write_text(json.dumps(dict(ms=ms, size_gb=size, results=results), indent=1))
     return 0

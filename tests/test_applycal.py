@@ -408,3 +408,184 @@ def test_channel_selection_calibrates_only_those_channels(sim, copy_ms):
     np.testing.assert_array_equal(c["CORRECTED_DATA"][:, :2], c["DATA"][:, :2])
     np.testing.assert_array_equal(c["CORRECTED_DATA"][:, 6:], c["DATA"][:, 6:])
     assert not np.allclose(c["CORRECTED_DATA"][:, 2:6], c["DATA"][:, 2:6])
+
+
+# --------------------------------------------------------------------------- the block pipeline
+
+_CORR_REC = {9: (0, 0), 10: (0, 1), 11: (1, 0), 12: (1, 1)}
+
+
+def _expected(ms, tables, interp, spw, mode):
+    """CORRECTED_DATA, FLAG, WEIGHT per selected row as the per-chunk reference computes them:
+    fastcal.interp.chunk_jones (NumPy product of the tables) + kernels.apply.apply_rows on
+    FLAG | FLAG_ROW and 1/SIGMA^2 (the code path applycal used before the block pipeline)."""
+    from fastcal.interp import chunk_jones, prepare_gaintables
+    from fastcal.kernels.apply import N_COUNTS, apply_rows
+    from fastcal.ms import open_ms, parse_selection, read_chunks
+
+    info = open_ms(ms)
+    specs = prepare_gaintables(info, tables, (), interp, (), True)
+    out = {}
+    for c in read_chunks(info, ("DATA", "FLAG"), selection=parse_selection(info, spw=spw)):
+        cols = c.read(("DATA", "FLAG"))
+        with ct.table(str(ms), ack=False) as t:
+            s = np.stack([t.getcell("SIGMA", int(r)) for r in c.rows]).astype(np.float32)
+        ut, tidx = np.unique(c.time, return_inverse=True)
+        cj = chunk_jones(specs, info, spw_id=c.spw_id, field_id=c.field_id, scan=c.scan,
+                         observation_id=c.observation_id, times=ut, chan_freq=c.freq,
+                         n_ant=len(info.antennas), spectral_wscale=False)  # fmt: skip
+        with np.errstate(divide="ignore"):
+            w = np.where(s > 0, 1 / np.square(s, dtype=np.float32), 0).astype(np.float32)
+        w = w[:, None, :]
+        corr_rec = np.array([_CORR_REC[k] for k in c.corr_types], np.int64)
+        d, f = cols["DATA"], cols["FLAG"]
+        apply_rows(d, f, w, c.antenna1.astype(np.int32), c.antenna2.astype(np.int32),
+                   tidx.astype(np.int64), cj.jones, cj.flag, np.ones((1, 1, 1, 2), np.float32),
+                   cj.wscale_mean, corr_rec, mode, True, d, f, w, np.zeros(N_COUNTS, np.int64))  # fmt: skip
+        out[c.spw_id] = (c.rows, d, f, w[:, 0, :])
+    return out
+
+
+def _full_pol_sim(tmp_path_factory):
+    from fastcal.simulate import SimConfig, simulate
+
+    d = tmp_path_factory.mktemp("fullpol")
+    path = d / "fp.ms"
+    truth = simulate(
+        path,
+        config=SimConfig.tiny(seed=4).replace(
+            tsys=False, wvr=False, dry_residual=False, corr="XX,XY,YX,YY"
+        ),
+    )
+    return path, truth
+
+
+@pytest.fixture(scope="module")
+def fullpol(tmp_path_factory):
+    return _full_pol_sim(tmp_path_factory)
+
+
+def _tables_with_flags(path, truth, sci, d):
+    """G with a flagged antenna and one flagged solution, B with a flagged channel, K."""
+    n_ant = len(truth.antenna_names)
+    gflag = {s: np.zeros((truth.time.size, n_ant, 1, 2), bool) for s in sci}
+    bflag = {s: np.zeros((1, n_ant, truth.bandpass[0].shape[1], 2), bool) for s in sci}
+    for s in sci:
+        gflag[s][:, 2] = True
+        gflag[s][3, 1, 0, 0] = True
+        bflag[s][0, 3, 2, 1] = True
+    g = CalTable.from_solutions(
+        "G Jones", {s: truth.gains[:, :, i, :][:, :, None, :] for i, s in enumerate(sci)},
+        times=truth.time, ms=path, flag=gflag,
+    )  # fmt: skip
+    b = CalTable.from_solutions(
+        "B Jones", {s: truth.bandpass[i][None] for i, s in enumerate(sci)},
+        times=truth.time[:1], ms=path, flag=bflag,
+    )  # fmt: skip
+    k = CalTable.from_solutions(
+        "K Jones", {s: -truth.delays_ns[None, :, None, :] for s in sci},
+        times=truth.time[:1], ms=path,
+    )  # fmt: skip
+    return [str(g.write(d / "f.G")), str(b.write(d / "f.B")), str(k.write(d / "f.K"))]
+
+
+@pytest.mark.parametrize("which", ["dual", "full"])
+@pytest.mark.parametrize("applymode", ["calflag", "calonly", "flagonly"])
+def test_block_pipeline_equals_per_chunk_reference(
+    which, applymode, sim, fullpol, copy_ms, tmp_path
+):
+    from fastcal.kernels.apply import MODE_CALFLAG, MODE_CALONLY, MODE_FLAGONLY
+
+    path, truth = (sim[0], sim[1]) if which == "dual" else fullpol
+    sci = [int(s) for s in truth.science_spw_ids]
+    tables = _tables_with_flags(path, truth, sci, tmp_path)
+    interp = ["linear", "nearest,linearflag", "nearest"]
+    spw = ",".join(map(str, sci))
+    ms = copy_ms(path, "ref.ms")
+    with ct.table(str(ms), readonly=False, ack=False) as t:
+        fr = t.getcol("FLAG_ROW")
+        fr[[5, 77]] = True  # FLAG_ROW over a partial FLAG
+        t.putcol("FLAG_ROW", fr)
+    mode = {"calflag": MODE_CALFLAG, "calonly": MODE_CALONLY, "flagonly": MODE_FLAGONLY}
+    expect = _expected(ms, tables, interp, spw, mode[applymode])
+    rep = applycal(ms, tables, interp=interp, spw=spw, applymode=applymode, flagbackup=False,
+                   chunk_bytes=6000, n_threads=3)  # fmt: skip
+    assert rep.n_blocks > 3 * len(sci)  # several blocks per chunk, buffers reused
+    with ct.table(str(ms), ack=False) as t:
+        for rows, d, f, w in expect.values():
+            names = [c for c in ("CORRECTED_DATA", "FLAG", "FLAG_ROW", "WEIGHT", "DATA")
+                     if c in t.colnames()]  # fmt: skip
+            got = {c: np.stack([t.getcell(c, int(r)) for r in rows]) for c in names}
+            if applymode == "flagonly":
+                assert "CORRECTED_DATA" not in got
+            else:
+                np.testing.assert_array_equal(got["CORRECTED_DATA"], d)
+                np.testing.assert_array_equal(got["WEIGHT"], w)
+            if applymode != "calonly":
+                np.testing.assert_array_equal(got["FLAG"], f)
+                np.testing.assert_array_equal(got["FLAG_ROW"], f.reshape(len(f), -1).all(1))
+    if applymode == "calflag":
+        assert rep.n_newly_flagged > 0
+
+
+def test_unchanged_flags_are_not_rewritten(sim, copy_ms, monkeypatch):
+    from fastcal.ms import ChunkWriter
+
+    path, truth, sci, tabs = sim
+    written = []
+    orig = ChunkWriter.write_runs
+
+    def spy(self, column, runs, values):
+        written.append(column)
+        return orig(self, column, runs, values)
+
+    monkeypatch.setattr(ChunkWriter, "write_runs", spy)
+    spw = ",".join(map(str, sci))
+    ms = copy_ms(path)
+    flag0 = _cols(ms, "FLAG", "FLAG_ROW")
+    rep = applycal(ms, [tabs["G"], tabs["B"]], spw=spw, flagbackup=False)
+    assert rep.n_newly_flagged == 0
+    assert "CORRECTED_DATA" in written and "WEIGHT" in written and "FLAG" not in written
+    after = _cols(ms, "FLAG", "FLAG_ROW")
+    for k in flag0:
+        np.testing.assert_array_equal(after[k], flag0[k])
+    written.clear()
+    ms2 = copy_ms(path, "flagged.ms")
+    rep = applycal(ms2, [_flagged_g(path, truth, sci, 2)], spw=spw, flagbackup=False)
+    assert rep.n_newly_flagged > 0 and "FLAG" in written
+
+
+def test_progress_is_reported_per_block(sim, copy_ms):
+    from fastcal.progress import progress_callback
+
+    path, truth, sci, tabs = sim
+    seen, calls = [], []
+    with progress_callback(lambda desc, done, total: seen.append((desc, done, total))):
+        rep = applycal(copy_ms(path), [tabs["G"]], spw=",".join(map(str, sci)),
+                       flagbackup=False, chunk_bytes=20000,
+                       progress=lambda done, total: calls.append((done, total)))  # fmt: skip
+    n = rep.n_blocks
+    assert n > 2
+    assert seen == [("applycal", k, n) for k in range(n + 1)]
+    assert calls == [(k, n) for k in range(1, n + 1)]
+
+
+def test_write_runs_rejects_bad_input(sim, copy_ms):
+    from fastcal.ms import ChunkWriter
+
+    path, truth, sci, tabs = sim
+    ms = copy_ms(path)
+    with ct.table(str(ms), ack=False) as t:
+        row = int(np.flatnonzero(t.getcol("DATA_DESC_ID") == sci[0])[0])
+    with ChunkWriter(ms) as w:
+        with pytest.raises(ParameterError, match="Data is sacred"):
+            w.write_runs("DATA", [(0, 0, 1)], np.zeros((1, 8, 2), np.complex64))
+        with pytest.raises(ParameterError, match="C-contiguous float32"):
+            w.write_runs("WEIGHT", [(0, 0, 1)], np.zeros((1, 2), np.float64))
+        with pytest.raises(ParameterError, match="do not fit"):
+            w.write_runs("WEIGHT", [(0, 0, 3)], np.zeros((2, 2), np.float32))
+        w.write_runs("WEIGHT", [(0, row, 2)], np.full((2, 2), 7.0, np.float32))
+        with pytest.raises(MSError, match="writing WEIGHT failed"):  # wrong cell shape
+            w.write_runs("WEIGHT", [(0, row, 1)], np.zeros((1, 3), np.float32))
+    with ct.table(str(ms), ack=False) as t:
+        np.testing.assert_array_equal(t.getcol("WEIGHT", row, 2), 7.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 
@@ -57,8 +58,9 @@ def test_simulate_refuses_to_overwrite(tmp_path, capsys):
 
 
 def test_console_script_entry_point_runs():
-    proc = subprocess.run([sys.executable, "-m", "fastcal.cli", "--help"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastcal.cli", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0
     assert "demo" in proc.stdout and "simulate" in proc.stdout
 
@@ -69,3 +71,61 @@ def test_functions_named_like_modules_stay_functions():
 
     assert callable(fastcal.simulate) and fastcal.simulate.__name__ == "simulate"
     assert callable(fastcal.fluxscale) and fastcal.fluxscale.__name__ == "fluxscale"
+
+
+def _run_in_fresh_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+_SUBCOMMAND_MODULES = (
+    "fastcal.solve", "fastcal.apply", "fastcal.tsys", "fastcal.antpos", "fastcal.wvr",
+    "fastcal.flux", "fastcal.fluxscale", "fastcal.pipeline", "fastcal.report.weblog",
+    "fastcal.simulate", "fastcal.demo", "fastcal.ms",
+)  # fmt: skip
+
+
+def test_top_level_help_imports_no_subcommand_module():
+    code = (
+        "import sys\n"
+        "from fastcal.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+        f"print('LOADED', [m for m in {_SUBCOMMAND_MODULES!r} if m in sys.modules])\n"
+    )
+    proc = _run_in_fresh_python(code)
+    assert proc.returncode == 0, proc.stderr
+    assert "LOADED []" in proc.stdout
+    for name in ("gaincal", "bandpass", "applycal", "wvrgcal", "pipeline", "listobs"):
+        assert name in proc.stdout
+
+
+def test_subcommand_help_shows_its_arguments_only_importing_its_module():
+    code = (
+        "import sys\n"
+        "from fastcal.cli import main\n"
+        "try:\n    main(['-q', 'gaincal', '--help'])\nexcept SystemExit as e:\n"
+        "    assert e.code == 0\n"
+        "print('APPLY', 'fastcal.apply' in sys.modules, 'SOLVE', 'fastcal.solve' in sys.modules)\n"
+    )
+    proc = _run_in_fresh_python(code)
+    assert proc.returncode == 0, proc.stderr
+    assert "--gaintype" in proc.stdout and "caltable" in proc.stdout
+    assert "APPLY False SOLVE True" in proc.stdout
+
+
+def test_unknown_command_lists_the_valid_ones(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["nosuchcommand"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "nosuchcommand" in err and "gaincal" in err and "listobs" in err
+
+
+def test_full_parser_configures_every_command():
+    from fastcal.cli import COMMANDS, build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["listobs", "x.ms"])
+    assert args.vis == "x.ms" and callable(args.func)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == set(COMMANDS)
+    assert all(p.get_default("func") is not None for p in sub.choices.values())

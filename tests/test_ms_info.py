@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import time
+
 import casacore.tables as ct
 import numpy as np
 import pytest
 
-from fastcal.ms import PolInfo, format_mjd_s, open_ms, require_parallel_hands
-from fastcal.ms.info import REQUIRED_COLUMNS
+from fastcal.ms import (
+    PolInfo,
+    ensure_column,
+    format_mjd_s,
+    open_ms,
+    read_chunks,
+    require_parallel_hands,
+    write_column,
+)
+from fastcal.ms.info import REQUIRED_COLUMNS, clear_cache, disk_signature
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +182,66 @@ def test_require_parallel_hands(info):
 def test_format_mjd_s(mjd_s, text):
     assert format_mjd_s(mjd_s) == text
     assert format_mjd_s(mjd_s, date=False) == text.split("/")[-1]
+
+
+# ---- in-process cache of open_ms
+
+
+def _spy_main_reads(monkeypatch, path) -> list[str]:
+    """Columns of the main table at `path` read through casacore from now on."""
+    read: list[str] = []
+    main = str(path).rstrip("/")
+    for meth in ("getcol", "getcolnp", "getcell", "getcolslice", "getvarcol"):
+        orig = getattr(ct.table, meth)
+
+        def spy(self, column, *args, _orig=orig, **kw):
+            if self.name().rstrip("/") == main:
+                read.append(column)
+            return _orig(self, column, *args, **kw)
+
+        monkeypatch.setattr(ct.table, meth, spy)
+    return read
+
+
+def test_open_ms_again_rereads_only_flag_row(tiny_ms, copy_ms, monkeypatch):
+    path = copy_ms(tiny_ms[0])
+    first = open_ms(path)
+    read = _spy_main_reads(monkeypatch, path)
+    again = open_ms(path)
+    assert read == ["FLAG_ROW"]
+    assert again.scans == first.scans and again.spws is first.spws
+    np.testing.assert_array_equal(again.index.time, first.index.time)
+    clear_cache()
+    open_ms(path)
+    assert {"TIME", "SCAN_NUMBER"} <= set(read)
+
+
+def test_open_ms_sees_writes_after_caching(tiny_ms, copy_ms, monkeypatch):
+    path = copy_ms(tiny_ms[0])
+    info = open_ms(path)
+    rows = np.flatnonzero(~info.index.flag_row)[:3]
+    write_column(path, "FLAG_ROW", rows, np.ones(rows.size, bool))
+    assert open_ms(path).index.flag_row[rows].all()
+    time.sleep(0.05)  # the cache compares file modification times
+    with ct.table(str(path), readonly=False, ack=False) as t:  # a writer outside fastcal
+        t.putcol("TIME", t.getcol("TIME") + 10.0)
+    with ct.table(str(path / "FIELD"), readonly=False, ack=False) as t:
+        t.putcell("NAME", 0, "RENAMED")
+    again = open_ms(path)
+    np.testing.assert_array_equal(again.index.time, info.index.time + 10.0)
+    assert again.fields[0].name == "RENAMED"
+
+
+def test_open_ms_cache_survives_visibility_writes(tiny_ms, copy_ms, monkeypatch):
+    path = copy_ms(tiny_ms[0])
+    open_ms(path)
+    ensure_column(path, "CORRECTED_DATA")
+    info = open_ms(path)  # new column: table.dat changed, read again
+    assert "CORRECTED_DATA" in info.columns
+    read = _spy_main_reads(monkeypatch, path)
+    c = read_chunks(info, ("DATA",))[0]
+    write_column(path, "CORRECTED_DATA", c.rows, np.zeros((c.n_row, c.n_chan, c.n_corr)))
+    read.clear()
+    again = open_ms(path)
+    assert read == ["FLAG_ROW"]
+    assert again.signature == disk_signature(path)  # read_chunks need not re-read FLAG_ROW

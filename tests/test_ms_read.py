@@ -268,3 +268,41 @@ def test_chunk_passed_to_dask_delayed_reads_only_what_is_asked(info, monkeypatch
     assert calls == ["DATA"] * sum(c.n_blocks for c in chunks)
     with pytest.raises(ParameterError, match="made for DATA, FLAG, WEIGHT only"):
         read_block(chunks[0], 0, ["UVW"])
+
+
+@pytest.mark.parametrize("max_loop_runs", [0, 10**6])  # NumPy gather / slices per run
+@pytest.mark.parametrize("layout", ["by_group", "interleaved", "shuffled"])
+def test_group_rows_matches_naive_grouping(layout, max_loop_runs, monkeypatch):
+    """Grouping through the precomputed runs equals a per-key sort by (time, row)."""
+    from types import SimpleNamespace
+
+    from fastcal.ms.info import IndexColumns
+
+    monkeypatch.setattr(msread, "_MAX_LOOP_RUNS", max_loop_runs)
+    rng = np.random.default_rng(7)
+    n_time, n_bl, n_dd = 12, 6, 3
+    t = np.repeat(np.arange(n_time) * 10.0, n_bl * n_dd)
+    dd = np.tile(np.repeat(np.arange(n_dd), n_bl), n_time)
+    scan = (t // 40).astype(np.int32)
+    if layout == "by_group":  # each (ddid, scan) written contiguously
+        order = np.lexsort((t, dd, scan))
+    elif layout == "interleaved":  # time-major, spws interleaved in every integration
+        order = np.arange(t.size)
+    else:
+        order = rng.permutation(t.size)
+    n = t.size
+    z = np.zeros(n, np.int32)
+    idx = IndexColumns(
+        time=t[order], antenna1=z, antenna2=z, ddid=dd[order].astype(np.int32),
+        field_id=z, scan=scan[order], state_id=z, observation_id=z, flag_row=z.astype(bool),
+    )  # fmt: skip
+    info = SimpleNamespace(index=idx)
+    for rows in (np.arange(n), np.sort(rng.choice(n, n // 3, replace=False))):
+        got = msread._group_rows(info, rows.astype(np.int64))
+        keys = sorted({(int(idx.ddid[r]), int(idx.scan[r])) for r in rows})
+        assert len(got) == len(keys)
+        for (grows, contiguous), (d, s) in zip(got, keys, strict=True):
+            want = [r for r in rows if idx.ddid[r] == d and idx.scan[r] == s]
+            want.sort(key=lambda r: (idx.time[r], r))
+            assert grows.tolist() == want
+            assert contiguous == (want == list(range(want[0], want[-1] + 1)))

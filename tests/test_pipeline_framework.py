@@ -7,6 +7,7 @@ import argparse
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -22,6 +23,7 @@ from fastcal.pipeline import (
     Context,
     StageError,
     add_cli_arguments,
+    cli_options,
     replay_commands,
     run,
     run_from_args,
@@ -262,6 +264,93 @@ def test_cli_full_recipe_and_package(tiny_ms, copy_ms, tmp_path, capsys):
     tmpl = open(os.path.join(out, "calibration", "a.ms.flagtemplate.txt")).read()
     assert "autocorr=True" in tmpl
     assert "fastcal pipeline on" in open(os.path.join(out, "log", "fastcal_pipeline.log")).read()
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser()
+    add_cli_arguments(p)
+    return p
+
+
+def test_cli_flagdata_options_parsed_into_stage_options():
+    p = _parser()
+    opts = cli_options(p.parse_args(["a.ms", "--out", "o", "--pwv-mm", "2.5", "--representative-spw", "3",
+                                     "--no-online-flags", "--no-lowtrans-flags"]))
+    assert opts["pwv_mm"] == 2.5 and isinstance(opts["pwv_mm"], float)
+    assert opts["representative_spw"] == 3 and isinstance(opts["representative_spw"], int)
+    assert opts["flag_online"] is False and opts["flag_lowtrans"] is False
+    # not given: None, so run() keeps the saved option (resume) or the stage default
+    opts = cli_options(p.parse_args(["a.ms", "--out", "o"]))
+    assert all(opts[k] is None for k in ("pwv_mm", "representative_spw", "flag_online", "flag_lowtrans"))
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--pwv-mm", "-1"], r"--pwv-mm '-1' is invalid; valid: a PWV >= 0 in mm"),
+    (["--pwv-mm", "wet"], r"--pwv-mm 'wet' is invalid"),
+    (["--representative-spw", "x"], r"--representative-spw 'x' is invalid; valid: a science spw id"),
+], ids=["negative_pwv", "pwv_not_a_number", "spw_not_an_int"])
+def test_cli_flagdata_options_bad_values(argv, match, capsys):
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["a.ms", "--out", "o", *argv])
+    assert re.search(match, capsys.readouterr().err)
+
+
+def test_cli_flagdata_options_reach_the_stage_and_the_package(tiny_ms, copy_ms, tmp_path):
+    """--pwv-mm 50 with a representative spw: the other science spw (transmission ~0.075,
+    below the 0.1 limit of the non-representative spws) is flagged and gets no theoretical rms."""
+    from fastcal.ms import open_ms
+
+    a = copy_ms(tiny_ms[0], "a.ms")
+    out = str(tmp_path / "pkg")
+    info = open_ms(a)
+    rep, other = info.spws_with_role("science")[:2]
+    args = _parser().parse_args([str(a), "--out", out, "--stages", "importdata,flagdata,exportdata", "--quiet",
+                                 "--pwv-mm", "50", "--representative-spw", str(rep), "--no-online-flags"])
+    assert run_from_args(args) == EXIT_OK
+    st = _state(out)
+    assert st["options"]["pwv_mm"] == 50.0 and st["options"]["representative_spw"] == rep
+    fd = st["results"]["flagdata"]
+    assert fd["inputs"]["pwv_mm"] == 50.0 and fd["inputs"]["representative_spw"] == rep
+    assert fd["inputs"]["online"] is False and fd["inputs"]["lowtrans"] is True
+    assert fd["outputs"]["pwv_source"] == "pwv_mm argument"
+    assert fd["outputs"]["lowtrans_spws"] == [other]
+    assert 0.05 < fd["outputs"]["transmission"][str(rep)] and fd["outputs"]["transmission"][str(other)] < 0.1
+    rms = st["results"]["exportdata"]["outputs"]["theoretical_rms"]
+    assert rms and {r["spw"] for r in rms} == {rep} | set(info.spws_with_role("science")[2:])
+    readme = open(os.path.join(out, "README")).read()
+    assert f"spws {other}: flagged for low atmospheric transmission" in readme
+
+
+def test_theoretical_rms_bandwidth_without_flagged_edges(tiny_ms, copy_ms, tmp_path):
+    """TDM edges (per side) and FDM baseband-edge channels (a list) come off the bandwidth;
+    low-transmission spws get no row. The flagdata outputs are written with FlagSummary, so
+    they carry its exact output names."""
+    from fastcal.ms import open_ms
+    from fastcal.pipeline.package import effective_bandwidth_hz, theoretical_rms_table
+    from fastcal.pipeline.stages.flagdata import FlagSummary
+
+    a = copy_ms(tiny_ms[0], "a.ms")
+    ctx = run(a, str(tmp_path / "pkg"), stages=["importdata", "flagdata"]).context
+    info = open_ms(a)
+    s0, s1 = ctx.science_spws[:2]
+    n = info.spws[s0].num_chan
+    base = {r["spw"]: r for r in theoretical_rms_table(ctx)}
+    assert base[s0]["bandwidth_hz"] == pytest.approx(info.spws[s0].total_bandwidth)  # nothing flagged
+    fake = FlagSummary(vis=str(a), edge_channels={s0: 1}, fdm_edge_channels={s0: [0, 1, 2, n - 3, n - 2, n - 1]},
+                       lowtrans_spws=[s1]).to_dict()
+    ctx.results["flagdata"]["outputs"].update({k: fake[k] for k in ("edge_channels", "fdm_edge_channels",
+                                                                     "lowtrans_spws")})
+    rows = theoretical_rms_table(ctx)
+    assert {r["spw"] for r in rows} == set(ctx.science_spws) - {s1}
+    r = next(r for r in rows if r["spw"] == s0)
+    bw = info.spws[s0].total_bandwidth * (n - 6) / n  # channels 0 and n-1 counted once
+    assert r["bandwidth_hz"] == pytest.approx(bw)
+    assert r["rms_jy"] == pytest.approx(base[s0]["rms_jy"] * np.sqrt(n / (n - 6)))
+    # every channel flagged: no bandwidth, no rms (instead of an error)
+    assert effective_bandwidth_hz(info.spws[s0], n // 2 + 1) == 0.0
+    ctx.results["flagdata"]["outputs"]["fdm_edge_channels"] = {str(s0): list(range(n))}
+    r = next(r for r in theoretical_rms_table(ctx) if r["spw"] == s0)
+    assert r["bandwidth_hz"] == 0.0 and np.isnan(r["rms_jy"])
 
 
 def _syscal_median(path, tsys_spw):

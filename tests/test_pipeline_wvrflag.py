@@ -1,13 +1,19 @@
-"""wvr stage: the wvrgcalflag antenna iteration (broken radiometer -> wvrflag -> re-solve)."""
+"""wvr stage: the wvrgcalflag antenna iteration (broken radiometer -> wvrflag -> re-solve),
+and the improvement check's fallback to the phase calibrator."""
 
 from __future__ import annotations
 
+import logging
+import os
+
+import casacore.tables as ct
 import numpy as np
 import pytest
 
 from fastcal.errors import ParameterError
 from fastcal.ms import open_ms
-from fastcal.pipeline import run
+from fastcal.pipeline import StageError, run
+from fastcal.pipeline.stage import COMMANDS_LOG, read_commands_log
 from fastcal.pipeline.stages.wvr import wvr_outlier_antennas
 from fastcal.simulate import SimConfig, simulate
 
@@ -63,3 +69,60 @@ def test_outlier_rule():
 def test_outlier_rule_bad_shapes():
     with pytest.raises(ParameterError, match=r"one length per antenna; got shapes \(6,\), \(5,\), \(6,\)"):
         wvr_outlier_antennas(np.ones(6), np.ones(5), np.ones(6, bool))
+
+
+# ----------------------------------------------------------------------------- improvement fallback
+
+
+def _flag_science_rows(ms, field_names) -> None:
+    """Flag every row of these fields in the science spws (the WVR spw stays: the solver
+    reads it)."""
+    info = open_ms(ms)
+    fids = [info.field_names.index(f) for f in field_names]
+    ddids = [info.ddid_for_spw(s) for s in info.spws_with_role("science")]
+    with ct.table(str(ms), readonly=False, ack=False) as t:
+        sel = np.isin(t.getcol("FIELD_ID"), fids) & np.isin(t.getcol("DATA_DESC_ID"), ddids)
+        for r in np.flatnonzero(sel):
+            f = t.getcell("FLAG", int(r))
+            f[:] = True
+            t.putcell("FLAG", int(r), f)
+
+
+def _improvement_calls(out) -> list[dict]:
+    return [kw for name, kw in read_commands_log(os.path.join(str(out), COMMANDS_LOG))
+            if name.endswith("wvr_improvement")]
+
+
+def test_improvement_uses_both_calibrators_by_default(tiny_ms, tmp_path):
+    out = tmp_path / "out"
+    res = run(tiny_ms[0], out, stages=["importdata", "wvr"], restart=True)
+    r = res.context.results["wvr"]
+    assert r["outputs"]["improvement_intents"] == ["PHASE", "BANDPASS"]
+    assert not any("phase calibrator only" in m for m in r["messages"])
+    assert [sorted(kw) for kw in _improvement_calls(out)] == [["table", "vis"]]
+
+
+def test_bandpass_calibrator_flagged_falls_back_to_phase_calibrator(tiny_ms, copy_ms, tmp_path, caplog):
+    ms = copy_ms(tiny_ms[0], "bpflagged.ms")
+    _flag_science_rows(ms, ["J1924-2914"])  # the bandpass (and flux) calibrator
+    out = tmp_path / "out"
+    with caplog.at_level(logging.WARNING, logger="fastcal.pipeline.stages.wvr"):
+        res = run(ms, out, stages=["importdata", "wvr"], restart=True)
+    r = res.context.results["wvr"]
+    assert r["status"] == "ok"
+    o = r["outputs"]
+    assert o["improvement_intents"] == ["PHASE"]
+    assert o["improvement"] > 1.0 and o["applied"]
+    assert res.context.callib.get("wvr").path == o["caltable"]
+    assert any("CALIBRATE_BANDPASS" in m and "phase calibrator only" in m for m in r["messages"])
+    assert "phase calibrator only" in caplog.text
+    # the failed call is not in the commands log; every logged check names the fallback
+    calls = _improvement_calls(out)
+    assert len(calls) == len(o["iterations"]) and all(kw["intents"] == ["PHASE"] for kw in calls)
+
+
+def test_phase_calibrator_flagged_too_stops_the_wvr_stage(tiny_ms, copy_ms, tmp_path):
+    ms = copy_ms(tiny_ms[0], "allcal.ms")
+    _flag_science_rows(ms, ["J1924-2914", "J1832-2039"])
+    with pytest.raises(StageError, match=r"stage 'wvr' failed: .*CALIBRATE_PHASE.*flagged"):
+        run(ms, tmp_path / "out", stages=["importdata", "wvr"], restart=True)

@@ -11,6 +11,8 @@ Data flow: :func:`open_ms` / :func:`read_chunks` (``fastcal.ms``) → kernels
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 from fastcal.errors import (
@@ -92,14 +94,23 @@ _LAZY = {
     "load_truth": "fastcal.simulate",
 }
 
-# Functions named like their own module are bound eagerly: importing a submodule makes Python
-# set the package attribute of that name to the module, which would shadow a lazy export.
-from fastcal.fluxscale import fluxscale  # noqa: E402
-from fastcal.simulate import simulate  # noqa: E402
+# Functions named like their own module. Importing a submodule makes Python set the package
+# attribute of that name to the module, which would shadow the function; the package class
+# below binds the function instead, so these stay lazy too (``import fastcal`` stays cheap).
+_SHADOWED = {"fluxscale": "fastcal.fluxscale", "simulate": "fastcal.simulate"}
+_LAZY.update(_SHADOWED)
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _SHADOWED.get(name) == value.__name__:
+            value = getattr(value, name)  # the function, not its module
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __all__ = [
-    "fluxscale",
-    "simulate",
     "__version__",
     "FastcalError",
     "MSError",

@@ -35,11 +35,11 @@ import fcntl
 import logging
 import os
 import sys
-import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import casacore.tables as ct
@@ -47,18 +47,19 @@ import numpy as np
 
 from fastcal.errors import ApplyError, FastcalError, MSError, ParameterError, SelectionError
 from fastcal.flagversions import save_flags
-from fastcal.interp import ApplySpec, check_coverage, chunk_jones, prepare_gaintables
+from fastcal.interp import ApplySpec, _term, check_coverage, prepare_gaintables
 from fastcal.kernels.apply import (
     MODE_CALFLAG,
     MODE_CALONLY,
     MODE_FLAGONLY,
     MODE_TRIAL,
     N_COUNTS,
-    apply_rows,
+    correct_block,
 )
 from fastcal.ms import ChunkWriter, ensure_column, open_ms, parse_selection, read_block, read_chunks
-from fastcal.ms.info import MSInfo, ms_lock, require_parallel_hands
+from fastcal.ms.info import MSInfo, disk_signature, ms_lock, require_parallel_hands
 from fastcal.ms.read import DEFAULT_CHUNK_BYTES, Chunk
+from fastcal.progress import chunk_progress
 
 __all__ = ["APPLYMODES", "ApplyReport", "applycal", "add_cli_arguments", "run_from_args"]
 
@@ -189,48 +190,71 @@ def _runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
     return [(int(a), int(rows[a]), int(b - a)) for a, b in zip(first, last, strict=False)]
 
 
-class _SigmaReader:
-    """Reads SIGMA / SIGMA_SPECTRUM for the weight reset (shared by the worker threads)."""
+class _BlockReader:
+    """Reads the columns of a block into reusable buffers (DATA, FLAG, FLAG_ROW, SIGMA).
+
+    One read-only table (``autonoread``: no casacore lock taken for reading), used from the
+    I/O thread only; calls hold the per-MS lock like every other casacore call of fastcal.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.lock = ms_lock(path)
         with self.lock:
             self.t = ct.table(path, readonly=True, ack=False, lockoptions="autonoread")
-            names = self.t.colnames()
-            self.has_sigsp = (
-                "SIGMA_SPECTRUM" in names
-                and self.t.nrows() > 0
-                and bool(self.t.iscelldefined("SIGMA_SPECTRUM", 0))
-            )
+            self.has_sigsp = _has_values(self.t, "SIGMA_SPECTRUM")
+            self.has_wtsp = _has_values(self.t, "WEIGHT_SPECTRUM")
 
     def close(self) -> None:
         with self.lock:
             self.t.close()
 
-    def weights(
-        self, rows: np.ndarray, chan: np.ndarray, nchan_spw: int, ncorr: int, spectral: bool
+    def read(self, column: str, runs: list[tuple[int, int, int]], out: np.ndarray) -> np.ndarray:
+        """Whole cells of `column` for `runs` (offset, start row, n) into `out` (returned)."""
+        with self.lock:
+            try:
+                for off, start, n in runs:
+                    self.t.getcolnp(column, out[off : off + n], start, n)
+            except RuntimeError as exc:
+                raise MSError(f"{self.path}: reading {column} failed: {exc}") from exc
+        return out
+
+    def sigma(
+        self,
+        runs: list[tuple[int, int, int]],
+        out: np.ndarray,
+        chan: np.ndarray,
+        nchan_spw: int,
+        spectral: bool,
     ) -> np.ndarray:
-        """1/sigma^2 (0 where sigma <= 0): (n_row, n_chan or 1, n_corr) float32."""
-        n = rows.size
+        """SIGMA (n_row, 1, n_corr) into `out`, or per channel (n_row, n_chan, n_corr) for
+        spectral weights (SIGMA_SPECTRUM when it holds values, else SIGMA repeated)."""
+        n, ncorr = out.shape[0], out.shape[-1]
         if spectral and self.has_sigsp:
-            sig = np.empty((n, nchan_spw, ncorr), np.float32)
-            with self.lock:
-                for off, start, k in _runs(rows):
-                    self.t.getcolnp("SIGMA_SPECTRUM", sig[off : off + k], start, k)
-            if chan.size != nchan_spw:
-                sig = sig[:, chan]
-        else:
-            sig = np.empty((n, ncorr), np.float32)
-            with self.lock:
-                for off, start, k in _runs(rows):
-                    self.t.getcolnp("SIGMA", sig[off : off + k], start, k)
-            sig = sig[:, None, :]
-            if spectral:
-                sig = np.repeat(sig, chan.size, axis=1)
-        with np.errstate(divide="ignore"):
-            w = np.where(sig > 0, 1.0 / np.square(sig, dtype=np.float32), 0.0).astype(np.float32)
-        return w
+            sig = self.read("SIGMA_SPECTRUM", runs, np.empty((n, nchan_spw, ncorr), np.float32))
+            return np.ascontiguousarray(sig[:, chan]) if chan.size != nchan_spw else sig
+        self.read("SIGMA", runs, out.reshape(n, ncorr))
+        if spectral:
+            return np.repeat(out, chan.size, axis=1)
+        return out
+
+
+def _has_values(t: Any, col: str) -> bool:
+    return col in t.colnames() and t.nrows() > 0 and bool(t.iscelldefined(col, 0))
+
+
+class _Buffers:
+    """Flat arrays reused for the blocks of one pipeline slot (grown on demand)."""
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def view(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        size = int(np.prod(shape))
+        buf = self._arrays.get(name)
+        if buf is None or buf.size < size:
+            buf = self._arrays[name] = np.empty(size, dtype)
+        return buf[:size].reshape(shape)
 
 
 class _WriteLock:
@@ -478,6 +502,7 @@ def _applycal_locked(
     chunks = read_chunks(
         info, read_cols, selection=sel, chunk_bytes=int(chunk_bytes or DEFAULT_CHUNK_BYTES)
     )
+    flag_row = _current_flag_row(info)  # before anything is written (ensure_column)
     skipped: tuple[int, ...] = ()
     strict_chunks: list[Chunk] = []
     if mode_key.endswith("strict"):
@@ -517,7 +542,7 @@ def _applycal_locked(
         strict_flagged_spws=tuple(sorted({c.spw_id for c in strict_chunks})),
     )
     if mode == MODE_TRIAL:
-        _run(info, chunks, specs, mode, False, report, None, n_threads, progress)
+        _run(info, chunks, specs, mode, False, report, None, n_threads, progress, flag_row)
         _flag_uncalibrated(info, strict_chunks, report, None)
         report.elapsed_s = time.perf_counter() - t0
         logger.info("%s", report.summary())
@@ -530,7 +555,7 @@ def _applycal_locked(
     if writes_data:
         ensure_column(info, "CORRECTED_DATA")
     with ChunkWriter(info) as writer:
-        _run(info, chunks, specs, mode, calwt_any, report, writer, n_threads, progress)
+        _run(info, chunks, specs, mode, calwt_any, report, writer, n_threads, progress, flag_row)
         _flag_uncalibrated(info, strict_chunks, report, writer)
     cols = (["CORRECTED_DATA"] if writes_data else []) + (
         ["FLAG", "FLAG_ROW"] if mode != MODE_CALONLY else []
@@ -611,6 +636,188 @@ def _merge_reports(reports: list[ApplyReport], elapsed: float) -> ApplyReport:
     return out
 
 
+@dataclass(eq=False)
+class _Block:
+    """One block of rows in the pipeline: its inputs (corrected in place) and results."""
+
+    chunk: Chunk
+    index: int
+    rows: np.ndarray
+    runs: list[tuple[int, int, int]]
+    full: bool  # all channels of the spw: whole cells, raw FLAG (unchanged FLAG not rewritten)
+    spectral: bool  # weights per channel (WEIGHT_SPECTRUM)
+    data: np.ndarray
+    flag: np.ndarray
+    flag_row: np.ndarray
+    weight: np.ndarray
+    args: tuple
+    row_flagged: np.ndarray
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(N_COUNTS, np.int64))
+    n_changed: int = -1
+    future: Future | None = None
+
+
+def _compact(a: Any, dtype: Any) -> np.ndarray:
+    """A small term array as a writable C-contiguous `dtype` array; a broadcast (stride-0)
+    time axis is reduced to length 1 (the kernel broadcasts it)."""
+    a = np.asarray(a)
+    if a.ndim == 4 and a.shape[0] > 1 and a.strides[0] == 0:
+        a = a[:1]
+    out = np.ascontiguousarray(a, dtype=dtype)
+    return out if out.flags.writeable else out.copy()
+
+
+_NO_MWS = np.empty((0, 1, 1, 2), np.float64)
+
+
+def _time_index(times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(unique times, index of each row's time): np.unique's result, without sorting when
+    the times are already ascending (as in a chunk)."""
+    if times.size == 0:
+        return times, np.zeros(0, np.int64)
+    step = np.diff(times)
+    if np.all(step >= 0):
+        new = np.concatenate(([True], step != 0))
+        return times[new], np.cumsum(new, dtype=np.int64) - 1
+    ut, tidx = np.unique(times, return_inverse=True)
+    return ut, tidx.astype(np.int64).reshape(-1)
+
+
+class _Pipeline:
+    """Reads, corrects and writes the blocks of an applycal run.
+
+    The calling thread does all casacore I/O (python-casacore holds the GIL in its calls, so
+    I/O threads could not overlap one another anyway): it reads block j+1 and writes block
+    j-1 while a worker thread corrects block j in one Numba call that releases the GIL
+    (:func:`fastcal.kernels.apply.correct_block`). Blocks are read into reused buffers.
+    """
+
+    def __init__(
+        self,
+        info: MSInfo,
+        specs: list[ApplySpec],
+        mode: int,
+        calwt: bool,
+        writer: ChunkWriter | None,
+        flag_row: np.ndarray,
+    ) -> None:
+        self.info = info
+        self.specs = specs
+        self.mode = mode
+        self.calwt = calwt
+        self.writer = writer
+        self.flag_row_all = flag_row
+        self.n_ant = len(info.antennas)
+        self.writes_data = mode in (MODE_CALFLAG, MODE_CALONLY)
+        self.writes_flag = mode in (MODE_CALFLAG, MODE_FLAGONLY) and writer is not None
+        self.reader = _BlockReader(info.path)
+        self.terms_calwt = np.array([s.calwt for s in specs], np.bool_)
+        self.unflushed = 0
+
+    def close(self) -> None:
+        self.reader.close()
+
+    # ---- I/O thread
+    def read(self, chunk: Chunk, i: int, buf: _Buffers) -> _Block:
+        info = self.info
+        sl = chunk.block_slice(i)
+        rows = chunk.rows[sl]
+        runs = _runs(rows)
+        n_row, n_chan, n_corr = rows.size, chunk.n_chan, chunk.n_corr
+        nchan_spw = info.spws[chunk.spw_id].num_chan
+        full = n_chan == nchan_spw
+        spectral = self.reader.has_wtsp
+        if full:
+            shape = (n_row, n_chan, n_corr)
+            if self.writes_data:
+                data = self.reader.read("DATA", runs, buf.view("data", shape, np.complex64))
+            else:
+                data = np.empty((0, 0, 0), np.complex64)
+            flag = self.reader.read("FLAG", runs, buf.view("flag", shape, np.bool_))
+            flag_row = self.flag_row_all[rows]
+        else:  # a channel subset: FLAG_ROW comes folded into the flags
+            cols = read_block(chunk, i, ("DATA", "FLAG") if self.writes_data else ("FLAG",))
+            flag = cols["FLAG"]
+            data = cols["DATA"] if self.writes_data else np.empty((0, 0, 0), np.complex64)
+            flag_row = np.zeros(n_row, np.bool_)
+        wshape = (n_row, 1, n_corr)
+        if self.calwt:
+            weight = self.reader.sigma(
+                runs, buf.view("weight", wshape, np.float32), chunk.chan, nchan_spw, spectral
+            )
+        else:
+            weight = buf.view("weight", wshape, np.float32)
+            weight.fill(1.0)
+        ut, tidx = _time_index(np.asarray(chunk.time[sl], np.float64))
+        freq = np.asarray(chunk.freq, np.float64).reshape(-1)
+        tj, tf, tm = [], [], []
+        for s in self.specs:
+            j, f, mws = _term(s, info, chunk.spw_id, chunk.field_id, chunk.observation_id, ut,
+                              freq, chunk.scan)  # fmt: skip
+            tj.append(_compact(j, np.complex128))
+            tf.append(_compact(f, np.bool_))
+            tm.append(_NO_MWS if mws is None else _compact(mws, np.float64))
+        args = (
+            np.ascontiguousarray(chunk.antenna1[sl], np.int32),
+            np.ascontiguousarray(chunk.antenna2[sl], np.int32),
+            tidx,
+            int(ut.size),
+            self.n_ant,
+            tuple(tj),
+            tuple(tf),
+            tuple(tm),
+            self.terms_calwt,
+            _corr_receptors(info, chunk.pol_id),
+            self.mode,
+            self.calwt,
+            self.calwt,  # the weights read are sigmas
+        )
+        return _Block(chunk, i, rows, runs, full, spectral, data, flag, flag_row, weight, args,
+                      np.empty(n_row, np.bool_))  # fmt: skip
+
+    def write(self, b: _Block) -> None:
+        w = self.writer
+        if w is None:
+            return
+        chunk = b.chunk
+        channels = None if b.full else chunk.chan
+        nbytes = 0
+        if self.writes_data:
+            if b.full:
+                w.write_runs("CORRECTED_DATA", b.runs, b.data)
+            else:
+                w.write("CORRECTED_DATA", b.rows, b.data, channels=channels)
+            nbytes += b.data.nbytes
+        if self.writes_flag:
+            if not b.full:  # writes FLAG_ROW from the flags on disk
+                w.write("FLAG", b.rows, b.flag, channels=channels)
+                nbytes += b.flag.nbytes
+            else:
+                if b.n_changed:  # else the flags written would equal the stored ones
+                    w.write_runs("FLAG", b.runs, b.flag)
+                    nbytes += b.flag.nbytes
+                changed = b.row_flagged != b.flag_row
+                if changed.any():  # FLAG_ROW = every channel and correlation flagged
+                    w.write("FLAG_ROW", b.rows[changed], b.row_flagged[changed])
+        if self.calwt:
+            if b.spectral:  # WEIGHT_SPECTRUM, and WEIGHT from it
+                w.write("WEIGHT", b.rows, b.weight, channels=channels)
+            else:
+                w.write_runs("WEIGHT", b.runs, b.weight.reshape(b.rows.size, -1))
+            nbytes += b.weight.nbytes
+        self.unflushed += nbytes
+        if self.unflushed >= FLUSH_EVERY_BYTES:
+            w.flush()
+            self.unflushed = 0
+
+    # ---- worker thread
+    @staticmethod
+    def compute(b: _Block) -> None:
+        b.n_changed = int(
+            correct_block(b.data, b.flag, b.flag_row, b.weight, *b.args, b.row_flagged, b.counts)
+        )
+
+
 def _run(
     info: MSInfo,
     chunks: list[Chunk],
@@ -621,144 +828,70 @@ def _run(
     writer: ChunkWriter | None,
     n_threads: int | None,
     progress: Callable[[int, int], None] | None,
+    flag_row: np.ndarray,
 ) -> None:
-    """Process every block with a bounded thread pool; writes are serialised by `writer`."""
+    """Read, correct and write every block (see :class:`_Pipeline`)."""
     jobs = [(c, i) for c in chunks for i in range(c.n_blocks)]
     total = len(jobs)
     report.n_blocks = total
     report.n_rows = int(sum(c.n_row for c in chunks))
     counts = np.zeros(N_COUNTS, np.int64)
-    count_lock = threading.Lock()
-    write_lock = threading.Lock()
-    sigma = _SigmaReader(info.path) if calwt else None
-    done = [0]
-    unflushed = [0]
-    n_ant = len(info.antennas)
-
-    def work(chunk: Chunk, i: int) -> None:
-        c = _process_block(info, chunk, i, specs, mode, calwt, sigma, n_ant)
-        if writer is not None:
-            with write_lock:
-                rows = chunk.rows[chunk.block_slice(i)]
-                full = chunk.n_chan == info.spws[chunk.spw_id].num_chan
-                for col, values in c["write"]:
-                    # all channels: no channel plan, and FLAG_ROW follows from the values written
-                    writer.write(col, rows, values, channels=None if full else chunk.chan)
-                    unflushed[0] += values.nbytes
-                if unflushed[0] >= FLUSH_EVERY_BYTES:
-                    _flush(writer)
-                    unflushed[0] = 0
-        with count_lock:
-            counts[:] += c["counts"]
-            done[0] += 1
-            k = done[0]
-        if progress is not None:
-            progress(k, total)
-
     n = max(1, int(n_threads or min(4, os.cpu_count() or 1)))
+    n_workers = n - 1  # the calling thread does the I/O
+    buffers = [_Buffers() for _ in range(n_workers + 1)]
+    pipe = _Pipeline(info, specs, mode, calwt, writer, flag_row)
+    pending: deque[_Block] = deque()
+    done = 0
+    pool = (
+        ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="fastcal-apply")
+        if n_workers
+        else None
+    )
     try:
-        if n == 1:
-            for chunk, i in jobs:
-                work(chunk, i)
-        else:
-            with ThreadPoolExecutor(max_workers=n, thread_name_prefix="fastcal-apply") as pool:
-                pending: set = set()
-                for chunk, i in jobs:
-                    if len(pending) >= 2 * n:
-                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        for f in finished:
-                            f.result()
-                    pending.add(pool.submit(work, chunk, i))
-                for f in pending:
-                    f.result()
+        with chunk_progress("applycal", total) as bar:
+
+            def finish(b: _Block) -> None:
+                nonlocal done
+                if b.future is not None:
+                    b.future.result()
+                pipe.write(b)
+                counts[:] += b.counts
+                done += 1
+                bar.advance()
+                if progress is not None:
+                    progress(done, total)
+
+            for k, (chunk, i) in enumerate(jobs):
+                b = pipe.read(chunk, i, buffers[k % len(buffers)])
+                if pool is None:
+                    pipe.compute(b)
+                else:
+                    b.future = pool.submit(pipe.compute, b)
+                pending.append(b)
+                while len(pending) > n_workers:
+                    finish(pending.popleft())
+            while pending:
+                finish(pending.popleft())
     finally:
-        if sigma is not None:
-            sigma.close()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        pipe.close()
     report.n_samples = int(counts[0])
     report.n_flagged_before = int(counts[1])
     report.n_newly_flagged = int(counts[2])
     report.n_uncalibrated = int(counts[3])
 
 
-def _flush(writer: ChunkWriter) -> None:
-    """Flush the written columns and release casacore's table lock (auto-locking keeps it
-    until another process asks; releasing lets waiting readers and writers in between)."""
-    t = getattr(writer, "_t", None)  # ChunkWriter has no public flush/unlock (fastcal.ms.write)
-    if t is not None:
-        with ms_lock(writer.path):
-            t.flush()
-            t.unlock()
-
-
-def _process_block(
-    info: MSInfo,
-    chunk: Chunk,
-    i: int,
-    specs: list[ApplySpec],
-    mode: int,
-    calwt: bool,
-    sigma: _SigmaReader | None,
-    n_ant: int,
-) -> dict:
-    sl = chunk.block_slice(i)
-    writes_data = mode in (MODE_CALFLAG, MODE_CALONLY)
-    cols = read_block(chunk, i, ("DATA", "FLAG") if writes_data else ("FLAG",))
-    flag = cols["FLAG"]
-    data = cols["DATA"] if writes_data else np.empty((0, 0, 0), np.complex64)
-    rows = chunk.rows[sl]
-    ut, tidx = np.unique(chunk.time[sl], return_inverse=True)
-    cj = chunk_jones(
-        specs,
-        info,
-        spw_id=chunk.spw_id,
-        field_id=chunk.field_id,
-        scan=chunk.scan,
-        observation_id=chunk.observation_id,
-        times=ut,
-        chan_freq=chunk.freq,
-        n_ant=n_ant,
-        spectral_wscale=bool(chunk._has_wtsp),
-    )
-    spectral = bool(chunk._has_wtsp)
-    n_row, n_chan, n_corr = flag.shape
-    if calwt:
-        weight = sigma.weights(rows, chunk.chan, info.spws[chunk.spw_id].num_chan, n_corr, spectral)
-    else:
-        weight = np.ones((n_row, 1, n_corr), np.float32)
-    # the kernel reads wscale only for spectral weights and wscale_mean only with calwt
-    dummy = np.ones((1, 1, 1, 2), np.float32)
-    ws = cj.wscale if cj.wscale is not None else dummy
-    wsm = cj.wscale_mean if cj.wscale_mean is not None else dummy
-    # in place: the block's arrays are not used afterwards (saves page faults and bandwidth)
-    out_data, out_flag, out_weight = data, flag, weight
-    counts = np.zeros(N_COUNTS, np.int64)
-    apply_rows(
-        data,
-        flag,
-        weight,
-        chunk.antenna1[sl].astype(np.int32),
-        chunk.antenna2[sl].astype(np.int32),
-        tidx.astype(np.int64),
-        cj.jones,
-        cj.flag,
-        np.ascontiguousarray(ws),
-        np.ascontiguousarray(wsm),
-        _corr_receptors(info, chunk.pol_id),
-        mode,
-        calwt,
-        out_data,
-        out_flag,
-        out_weight,
-        counts,
-    )
-    write = []
-    if writes_data:
-        write.append(("CORRECTED_DATA", out_data))
-    if mode in (MODE_CALFLAG, MODE_FLAGONLY):
-        write.append(("FLAG", out_flag))
-    if calwt:
-        write.append(("WEIGHT", out_weight if spectral else out_weight[:, 0, :]))
-    return {"write": write, "counts": counts}
+def _current_flag_row(info: MSInfo) -> np.ndarray:
+    """FLAG_ROW of every row as stored now (the copy in ``info.index`` if the main table is
+    unchanged since :func:`open_ms`, else read again)."""
+    if disk_signature(info.path) == info.signature:
+        return np.asarray(info.index.flag_row, np.bool_)
+    with (
+        ms_lock(info.path),
+        ct.table(info.path, readonly=True, ack=False, lockoptions="autonoread") as t,
+    ):
+        return t.getcol("FLAG_ROW").astype(np.bool_) if t.nrows() else np.zeros(0, np.bool_)
 
 
 # --------------------------------------------------------------------------- CLI

@@ -44,11 +44,17 @@ from fastcal.errors import (
     SolveError,
     UnsupportedError,
 )
-from fastcal.kernels.average import average_model, average_point_model, dense_baselines
+from fastcal.kernels.average import (
+    average_model,
+    average_point_model,
+    count_unflagged,
+    dense_baselines,
+)
 from fastcal.kernels.reapply import reduce_cached
 from fastcal.ms import MSInfo, open_ms, parse_selection, read_block, read_chunks
 from fastcal.ms.info import require_parallel_hands
-from fastcal.ms.read import DEFAULT_CHUNK_BYTES, Chunk
+from fastcal.ms.read import Chunk
+from fastcal.progress import chunk_progress
 from fastcal.refant import RefantPlan, apply_flex_refant, parse_refant
 from fastcal.solint import (
     Interval,
@@ -76,6 +82,10 @@ _EMPTY_J = np.zeros((0, 1, 1, 1), np.complex64)
 _EMPTY_JF = np.zeros((0, 1, 1, 1), np.bool_)
 _MAX_ITER = 100
 _TOL = 1e-8
+# Read blocks of the solvers: small enough that reading (which holds the GIL in
+# python-casacore) overlaps the reduction and the early solves of the other thread from the
+# first block on, large enough that the per-block cost (~1 ms) stays negligible.
+_SOLVE_CHUNK_BYTES = 16 * 2**20
 
 ModelArg = Any  # float | (I, spix, reffreq_hz) | FluxModel-like | Mapping[field, those]
 
@@ -293,6 +303,19 @@ def _model_for(info: MSInfo, explicit: dict, field_id: int, spw_id: int,
     return _Model("point", lambda f, c: np.ones((f.size, 1)), desc="1 Jy point (default)")
 
 
+def _models_for_groups(info: MSInfo, explicit: dict, groups: Sequence[_Group],
+                       has_model_col: bool) -> list[_Model]:
+    """:func:`_model_for` of every group, evaluated once per (field, spw)."""
+    seen: dict[tuple[int, int], _Model] = {}
+    out = []
+    for g in groups:
+        key = (g.field, g.spw)
+        if key not in seen:
+            seen[key] = _model_for(info, explicit, g.field, g.spw, has_model_col)
+        out.append(seen[key])
+    return out
+
+
 def _model_spec(model: _Model, freq: np.ndarray, corr_types: tuple[int, ...],
                 n_pol: int) -> np.ndarray:
     spec = np.asarray(model.spectrum(freq, corr_types), dtype=np.float64)
@@ -332,9 +355,6 @@ def _validate_common(info: MSInfo, *, kind: str, solint: Any, combine: Any, refa
     if "spw" in comb and kind == "B":
         raise ParameterError("combine='spw' is not supported for a bandpass (CASA overlays the "
                              "channels of different spws); solve each spw separately")
-    if "spw" in comb and kind == "K":
-        raise UnsupportedError("gaintype='K' with combine='spw' (multi-band delay, KMBD) is "
-                               "not implemented yet; solve per spw")
     _check_num("minblperant", minblperant, 0, integer=True)
     _check_num("minsnr", minsnr, 0)
     _check_bool("solnorm", solnorm)
@@ -354,7 +374,7 @@ def _validate_common(info: MSInfo, *, kind: str, solint: Any, combine: Any, refa
     plan = parse_refant(info, refant, refantmode)
     return _Params(kind, sol, comb, plan, kernels.calmode_code(calmode), int(minblperant),
                    float(minsnr), bool(solnorm), int(fillgaps), [], parallel,
-                   int(chunk_bytes or DEFAULT_CHUNK_BYTES))
+                   int(chunk_bytes or _SOLVE_CHUNK_BYTES))
 
 
 # =========================================================================== reduction
@@ -366,7 +386,6 @@ class _Acc:
 
     vis: np.ndarray      # complex128[n_int, n_bl, n_out, n_pol]
     wt: np.ndarray       # float64
-    n: np.ndarray        # int64
     tsum: np.ndarray     # float64[n_int]  sum of t * samples
     tcnt: np.ndarray     # float64[n_int]
     intervals: list[Interval]
@@ -383,6 +402,33 @@ def _group_chan_bins(kind: str, g: _Group, sol: Solint) -> tuple[np.ndarray, np.
     if kind == "K":
         return np.arange(g.freq.size, dtype=np.int32), g.freq.copy(), g.width.copy()
     return chan_bins(g.freq, g.width, sol)
+
+
+def _mbd_channels(groups: list[_Group], members: list[int],
+                  label: int) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+    """Multi-band delay (K with combine='spw'): the selected channels of every combined spw
+    side by side (spws in order of their first frequency), one delay fitted across all.
+
+    Returns the frequencies and widths of that channel axis and, per group, the position of
+    each of its channels on it."""
+    first: dict[int, _Group] = {}
+    for m in members:
+        g = groups[m]
+        ref = first.setdefault(g.spw, g)
+        if g.freq.size != ref.freq.size or not np.allclose(g.freq, ref.freq):
+            raise UnsupportedError(f"spw {g.spw}: the selected channels differ between "
+                                   f"fields/scans combined into the delay solution of spw "
+                                   f"{label}")
+    order = sorted(first, key=lambda s: float(first[s].freq[0]) if first[s].freq.size else 0.0)
+    offset, pos = {}, 0
+    for s in order:
+        offset[s] = pos
+        pos += first[s].freq.size
+    out_freq = np.concatenate([first[s].freq for s in order])
+    out_width = np.concatenate([first[s].width for s in order])
+    cbs = {m: (offset[groups[m].spw] + np.arange(groups[m].freq.size)).astype(np.int32)
+           for m in members}
+    return out_freq, out_width, cbs
 
 
 def _build_accs(kind: str, groups: list[_Group], intervals: list[Interval], sol: Solint,
@@ -416,6 +462,8 @@ def _build_accs(kind: str, groups: list[_Group], intervals: list[Interval], sol:
             out_width = np.array([np.sum(fw[:, 1])])
             for m in members:
                 cbs[m] = np.zeros(groups[m].freq.size, np.int32)
+        elif kind == "K" and len({groups[m].spw for m in members}) > 1:
+            out_freq, out_width, cbs = _mbd_channels(groups, members, spw)
         else:
             ref = None
             for m in members:
@@ -429,7 +477,7 @@ def _build_accs(kind: str, groups: list[_Group], intervals: list[Interval], sol:
             out_freq, out_width = ref
         n_out = out_freq.size
         shape = (len(ivs), n_bl, n_out, n_pol)
-        accs[spw] = _Acc(np.zeros(shape, np.complex128), np.zeros(shape), np.zeros(shape, np.int64),
+        accs[spw] = _Acc(np.zeros(shape, np.complex128), np.zeros(shape),
                          np.zeros(len(ivs)), np.zeros(len(ivs)), ivs, out_freq, out_width, cbs)
     return accs, local
 
@@ -483,7 +531,9 @@ def _reduce_block(g: _Group, job: _BlockJob, n_ant: int, n_bl: int,
     rel = (rows_slot - s0).astype(np.int32)
     shape = (s1 - s0 + 1, n_bl, job.n_out, g.n_pol)
     if out is None:
-        vis, wt, nn = np.zeros(shape, np.complex128), np.zeros(shape), np.zeros(shape, np.int64)
+        vis, wt = np.zeros(shape, np.complex128), np.zeros(shape)
+        # sample counts are only needed for the time centroid of one-timestamp slots
+        nn = np.zeros(shape if job.one_time_per_slot else (0, 1, 1, g.n_pol), np.int64)
     else:
         vis, wt, nn = (a[s0:s1 + 1] for a in out)
     a1 = np.ascontiguousarray(chunk.antenna1[sl], np.int32)
@@ -520,11 +570,7 @@ def _time_weights(g: _Group, job: _BlockJob, times: np.ndarray, tpos: np.ndarray
         t_slot = np.zeros(n_slot)
         t_slot[rel] = times - g.utimes[0]
         return tcnt * t_slot, tcnt
-    cross = a1 != a2
-    good = np.zeros(times.size)
-    if cross.any():
-        fl = flag[cross]
-        good[cross] = fl.shape[1] * fl.shape[2] - np.count_nonzero(fl.reshape(fl.shape[0], -1), axis=1)
+    good = count_unflagged(flag, a1, a2)
     tsum = np.bincount(rel, weights=good * (times - g.utimes[0]), minlength=n_slot)
     tcnt = np.bincount(rel, weights=good, minlength=n_slot)
     return tsum, tcnt
@@ -574,11 +620,25 @@ def _run_jobs(fn: Callable, jobs: list, parallel: Any, consume: Callable) -> Non
             consume(jj, fut.result())
 
 
-def _reduce_ms(info: MSInfo, p: _Params, groups: list[_Group], slots: list[np.ndarray],
-               accs: dict[int, _Acc], local: np.ndarray, intervals: list[Interval],
-               models: list[_Model]) -> None:
+_T_REF = 4.0e9  # MJD seconds offset for centroid sums (keeps float64 precision)
+
+
+@dataclass
+class _RedJob:
+    """One reduction task: a block of an MS chunk (`block` set) or a cached group."""
+
+    gi: int
+    spw: int                  # label spw of the intervals it adds to
+    touched: np.ndarray       # int64, sorted local intervals it adds to (s0 = touched[0])
+    block: _BlockJob | None = None
+    group: _Group | None = None  # MS path: the group (sent along to distributed workers)
+
+
+def _ms_jobs(info: MSInfo, p: _Params, groups: list[_Group], slots: list[np.ndarray],
+             accs: dict[int, _Acc], local: np.ndarray, intervals: list[Interval],
+             models: list[_Model]) -> list[_RedJob]:
+    """One job per dask block of every group, in the order of the chunks."""
     n_ant = len(info.antennas)
-    n_bl = n_ant * (n_ant - 1) // 2
     jobs = []
     for gi, g in enumerate(groups):
         iv_spw = intervals[int(slots[gi][0])].label_spw
@@ -586,64 +646,215 @@ def _reduce_ms(info: MSInfo, p: _Params, groups: list[_Group], slots: list[np.nd
         jones, jflag = _group_jones(p.specs, info, g, n_ant)
         slot_local = local[slots[gi]]
         single = bool(np.unique(slot_local).size == slot_local.size)
+        model = models[gi]
+        if model.kind == "point":  # evaluated once per group, not per block
+            spec = _model_spec(model, g.freq, g.corr_types, g.n_pol)
+            model = _Model("point", lambda f, c, spec=spec: spec, desc=model.desc)
         for b in range(g.chunk.n_blocks):
-            jobs.append((g, _BlockJob(gi, b, slot_local, acc.chan_bin[gi], acc.out_freq.size,
-                                      models[gi], jones, jflag, single), iv_spw))
-
-    def fn(job):
-        g, bj, _ = job
-        return _reduce_block(g, bj, n_ant, n_bl)
-
-    def consume(job, res):
-        g, bj, spw = job
-        s0, vis, wt, nn, tsum, tcnt = res
-        acc = accs[spw]
-        s1 = s0 + vis.shape[0]
-        acc.vis[s0:s1] += vis
-        acc.wt[s0:s1] += wt
-        acc.n[s0:s1] += nn
-        acc.tsum[s0:s1] += tsum + tcnt * (g.utimes[0] - _T_REF)
-        acc.tcnt[s0:s1] += tcnt
-
-    _run_jobs(fn, jobs, p.parallel, consume)
+            bt = np.unique(g.chunk.time[g.chunk.block_slice(b)])
+            touched = np.unique(slot_local[np.searchsorted(g.utimes, bt)])
+            jobs.append(_RedJob(gi, iv_spw, touched,
+                                _BlockJob(gi, b, slot_local, acc.chan_bin[gi], acc.out_freq.size,
+                                          model, jones, jflag, single), g))
+    return jobs
 
 
-_T_REF = 4.0e9  # MJD seconds offset for centroid sums (keeps float64 precision)
+def _cache_jobs(groups: list[_Group], slots: list[np.ndarray], local: np.ndarray,
+                intervals: list[Interval]) -> list[_RedJob]:
+    """One job per cached group."""
+    return [_RedJob(gi, intervals[int(slots[gi][0])].label_spw, np.unique(local[slots[gi]]))
+            for gi in range(len(groups))]
 
 
-def _reduce_cache(info: MSInfo, p: _Params, groups: list[_Group], slots: list[np.ndarray],
-                  accs: dict[int, _Acc], local: np.ndarray, intervals: list[Interval]) -> None:
-    n_ant = len(info.antennas)
+def _run_ms_job(job: _RedJob, n_ant: int) -> tuple:
+    """Reduce one MS block: (s0, vis, wt, n, tsum, tcnt), tsum relative to _T_REF."""
+    g = job.group
+    s0, vis, wt, nn, tsum, tcnt = _reduce_block(g, job.block, n_ant, n_ant * (n_ant - 1) // 2)
+    return s0, vis, wt, nn, tsum + tcnt * (g.utimes[0] - _T_REF), tcnt
+
+
+def _run_cache_job(info: MSInfo, p: _Params, groups: list[_Group], slots: list[np.ndarray],
+                   accs: dict[int, _Acc], local: np.ndarray, job: _RedJob, n_ant: int) -> tuple:
+    """Pre-apply and reduce one cached group: (s0, vis, wt, n, tsum, tcnt)."""
+    g = groups[job.gi]
+    acc = accs[job.spw]
     a1, a2 = dense_baselines(n_ant)
+    jones, jflag = _group_jones(p.specs, info, g, n_ant)
+    sl = local[slots[job.gi]]
+    s0, s1 = int(sl.min()), int(sl.max())
+    shape = (s1 - s0 + 1, *acc.vis.shape[1:])
+    vis, wt, nn = np.zeros(shape, np.complex128), np.zeros(shape), np.zeros(shape, np.int64)
+    reduce_cached(g.cache.vis, g.cache.wt, (sl - s0).astype(np.int64), acc.chan_bin[job.gi],
+                  a1, a2, jones, jflag, np.arange(g.utimes.size, dtype=np.int64), True,
+                  vis, wt, nn)
+    rel = sl - s0
+    tsum = np.bincount(rel, weights=g.cache.n_good * (g.utimes - _T_REF), minlength=shape[0])
+    tcnt = np.bincount(rel, weights=g.cache.n_good, minlength=shape[0])
+    return s0, vis, wt, nn, tsum, tcnt
 
-    def fn(gi):
-        g = groups[gi]
-        spw = intervals[int(slots[gi][0])].label_spw
-        acc = accs[spw]
-        jones, jflag = _group_jones(p.specs, info, g, n_ant)
-        sl = local[slots[gi]]
-        s0, s1 = int(sl.min()), int(sl.max())
-        shape = (s1 - s0 + 1, *acc.vis.shape[1:])
-        vis, wt, nn = np.zeros(shape, np.complex128), np.zeros(shape), np.zeros(shape, np.int64)
-        reduce_cached(g.cache.vis, g.cache.wt, (sl - s0).astype(np.int64), acc.chan_bin[gi],
-                      a1, a2, jones, jflag, np.arange(g.utimes.size, dtype=np.int64), True,
-                      vis, wt, nn)
-        rel = sl - s0
-        tsum = np.bincount(rel, weights=g.cache.n_good * (g.utimes - _T_REF), minlength=shape[0])
-        tcnt = np.bincount(rel, weights=g.cache.n_good, minlength=shape[0])
-        return spw, s0, vis, wt, nn, tsum, tcnt
 
-    def consume(gi, res):
-        spw, s0, vis, wt, nn, tsum, tcnt = res
-        acc = accs[spw]
-        s1 = s0 + vis.shape[0]
+def _add_partial(acc: _Acc, touched: np.ndarray, res: tuple) -> None:
+    """Add a job's partial sums to the accumulators of the intervals it touched only
+    (intervals being solved meanwhile are never written)."""
+    s0, vis, wt, nn, tsum, tcnt = res
+    s1 = s0 + vis.shape[0]
+    if touched.size == s1 - s0:
         acc.vis[s0:s1] += vis
         acc.wt[s0:s1] += wt
-        acc.n[s0:s1] += nn
         acc.tsum[s0:s1] += tsum
         acc.tcnt[s0:s1] += tcnt
+        return
+    rel = touched - s0
+    acc.vis[touched] += vis[rel]
+    acc.wt[touched] += wt[rel]
+    acc.tsum[touched] += tsum[rel]
+    acc.tcnt[touched] += tcnt[rel]
 
-    _run_jobs(fn, list(range(len(groups))), p.parallel, consume)
+
+@dataclass
+class _Solved:
+    """Kernel output of one label spw, filled piece by piece."""
+
+    gains: np.ndarray        # complex128[n_int, n_ant, n_out, n_par] (K: delays, float64)
+    paramerr: np.ndarray
+    snr: np.ndarray
+    flag: np.ndarray
+    status: np.ndarray       # int8 (G/T/B); K: unused
+    not_converged: np.ndarray  # bool[n_int, n_out] (K: [n_int, 1])
+    used: np.ndarray | None = None  # K: refant per interval
+    pending: np.ndarray | None = None    # int64[n_int] reduction jobs still to add
+    dispatched: np.ndarray | None = None  # bool[n_int]
+
+
+def _new_solved(p: _Params, acc: _Acc, n_ant: int, pending: np.ndarray) -> _Solved:
+    n_int, _, n_out, n_pol = acc.vis.shape
+    n_par = 1 if p.kind == "T" else n_pol
+    if p.kind == "K":
+        shape = (n_int, n_ant, 1, n_pol)
+        return _Solved(np.zeros(shape), np.zeros(shape), np.zeros(shape), np.zeros(shape, bool),
+                       np.zeros(shape, np.int8), np.zeros((n_int, 1), bool), None, pending,
+                       np.zeros(n_int, bool))
+    shape = (n_int, n_ant, n_out, n_par)
+    return _Solved(np.ones(shape, np.complex128), np.zeros(shape), np.zeros(shape),
+                   np.zeros(shape, bool), np.zeros(shape, np.int8), np.zeros((n_int, n_out), bool),
+                   None, pending, np.zeros(n_int, bool))
+
+
+def _ready_pieces(p: _Params, spw: int, acc: _Acc, st: _Solved, cand: np.ndarray,
+                  n_workers: int) -> list[tuple[int, int, int, int, int]]:
+    """Intervals among `cand` whose data are complete and not yet solved, as solve pieces
+    (spw, i0, i1, c0, c1): contiguous interval runs, split over `n_workers` by interval
+    (G/T) or channel (B); K solves a whole spw at once."""
+    new = cand[(st.pending[cand] == 0) & ~st.dispatched[cand]]
+    if new.size == 0:
+        return []
+    st.dispatched[new] = True
+    n_int, _, n_out, _ = acc.vis.shape
+    if p.kind == "K":
+        return [(spw, 0, n_int, 0, n_out)] if st.dispatched.all() else []
+    cuts = np.flatnonzero(np.diff(new) != 1) + 1
+    pieces = []
+    for run in np.split(new, cuts):
+        i0, i1 = int(run[0]), int(run[-1]) + 1
+        if n_out >= 8 * n_workers and n_workers > 1:  # bandpass: split the channels
+            edges = np.linspace(0, n_out, n_workers + 1).astype(int)
+            pieces += [(spw, i0, i1, int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        elif i1 - i0 >= 2 * n_workers and n_workers > 1:
+            edges = np.linspace(i0, i1, n_workers + 1).astype(int)
+            pieces += [(spw, int(a), int(b), 0, n_out) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        else:
+            pieces.append((spw, i0, i1, 0, n_out))
+    return pieces
+
+
+def _solve_piece(p: _Params, acc: _Acc, st: _Solved, n_ant: int, i0: int, i1: int,
+                 c0: int, c1: int) -> None:
+    """Run the solver kernel on intervals [i0, i1) and solution channels [c0, c1) of one
+    spw and store the result in `st` (pieces never overlap, so threads may run several)."""
+    a1, a2 = dense_baselines(n_ant)
+    vis, wt = acc.vis[i0:i1], acc.wt[i0:i1]
+    if c0 != 0 or c1 != vis.shape[2]:
+        vis = np.ascontiguousarray(vis[:, :, c0:c1])
+        wt = np.ascontiguousarray(wt[:, :, c0:c1])
+    x = kernels.vis_ratio(vis, wt)
+    if p.kind == "K":
+        refants = np.array(p.refant.choices, np.int32)
+        ref_freq = float(acc.out_freq[acc.out_freq.size // 2]) if acc.out_freq.size else 0.0
+        delay, _phase, perr, flag, used, _ni, conv = kernels.solve_delays(
+            x, wt, a1, a2, n_ant, acc.out_freq.astype(np.float64), ref_freq, refants, True, 20, 1e-6)
+        st.gains[i0:i1, :, 0, :] = delay
+        st.paramerr[i0:i1, :, 0, :] = perr
+        st.flag[i0:i1, :, 0, :] = flag
+        st.not_converged[i0:i1, 0] = ~conv
+        st.used = used
+        return
+    g, perr, snr, flag, status, _ni, conv = kernels.solve_gains(
+        x, wt, a1, a2, n_ant, p.calmode, p.kind == "T", p.minblperant, p.minsnr, _MAX_ITER, _TOL)
+    st.gains[i0:i1, :, c0:c1] = g
+    st.paramerr[i0:i1, :, c0:c1] = perr
+    st.snr[i0:i1, :, c0:c1] = snr
+    st.flag[i0:i1, :, c0:c1] = flag
+    st.status[i0:i1, :, c0:c1] = status
+    st.not_converged[i0:i1, c0:c1] = ~conv
+
+
+def _reduce_and_solve(p: _Params, accs: dict[int, _Acc], jobs: list[_RedJob],
+                      run: Callable[[_RedJob], tuple], n_ant: int) -> dict[int, _Solved]:
+    """Reduce every job into `accs` and solve each interval as soon as all its data are in.
+
+    With threads, the solves of completed intervals (split over the workers) run while later
+    blocks are read and reduced; a dask.distributed Client reduces on its workers and the
+    solves run here afterwards. Progress: one ``chunk_progress("solve", n_jobs)`` unit per job.
+    """
+    pending = {spw: np.zeros(len(acc.intervals), np.int64) for spw, acc in accs.items()}
+    for j in jobs:
+        pending[j.spw][j.touched] += 1
+    states = {spw: _new_solved(p, acc, n_ant, pending[spw]) for spw, acc in accs.items()}
+    client = _is_client(p.parallel)
+    n_workers = max(1, os.cpu_count() or 1) if (client or bool(p.parallel)) else 1
+    ex = ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="fastcal-solve") \
+        if n_workers > 1 else None
+    futures: list = []
+
+    def dispatch(pieces: list) -> None:
+        for spw, i0, i1, c0, c1 in pieces:
+            args = (p, accs[spw], states[spw], n_ant, i0, i1, c0, c1)
+            if ex is None:
+                _solve_piece(*args)
+            else:
+                futures.append(ex.submit(_solve_piece, *args))
+
+    try:
+        with chunk_progress("solve", len(jobs)) as bar:
+            def consume(job: _RedJob, res: tuple) -> None:
+                _add_partial(accs[job.spw], job.touched, res)
+                bar.advance()
+                if not client:
+                    st = states[job.spw]
+                    st.pending[job.touched] -= 1
+                    dispatch(_ready_pieces(p, job.spw, accs[job.spw], st, job.touched, n_workers))
+
+            if ex is None or client:
+                _run_jobs(run, jobs, p.parallel if client else False, consume)
+            else:
+                window = 2 * n_workers
+                inflight: list = []
+                for j in jobs:
+                    inflight.append((j, ex.submit(run, j)))
+                    if len(inflight) >= window:
+                        jj, fut = inflight.pop(0)
+                        consume(jj, fut.result())
+                for jj, fut in inflight:
+                    consume(jj, fut.result())
+        for spw, st in states.items():  # everything left (the client path: everything)
+            st.pending[:] = 0
+            dispatch(_ready_pieces(p, spw, accs[spw], st, np.arange(st.pending.size), n_workers))
+        for f in futures:
+            f.result()
+    finally:
+        if ex is not None:
+            ex.shutdown(wait=True, cancel_futures=True)
+    return states
 
 
 # =========================================================================== groups
@@ -758,7 +969,7 @@ def load_calibrator(vis: str | os.PathLike | MSInfo, *, field: Any = "", spw: An
     model : float, tuple, FluxModel or mapping field -> those, optional
         As in :func:`solve_gains`; fixed for the cache's lifetime.
     chunk_bytes : int, optional
-        Bytes per read block (default 64 MiB).
+        Bytes per read block (default 16 MiB).
     parallel : bool or dask.distributed.Client
         Reduce blocks in threads, serially, or on a dask.distributed cluster.
 
@@ -779,11 +990,12 @@ def load_calibrator(vis: str | os.PathLike | MSInfo, *, field: Any = "", spw: An
     explicit = _parse_model_arg(info, model)
     sel_kwargs = _selection_kwargs(field, spw, intent, scan, antenna, timerange)
     has_col = "MODEL_DATA" in info.columns
-    info, groups = _open_groups(info, sel_kwargs, (), int(chunk_bytes or DEFAULT_CHUNK_BYTES))
-    models = [_model_for(info, explicit, g.field, g.spw, has_col) for g in groups]
+    info, groups = _open_groups(info, sel_kwargs, (), int(chunk_bytes or _SOLVE_CHUNK_BYTES))
+    models = _models_for_groups(info, explicit, groups, has_col)
     if _extra_columns(models):  # plan again with MODEL_DATA / UVW among the read columns
         info, groups = _open_groups(info, sel_kwargs, _extra_columns(models),
-                                    int(chunk_bytes or DEFAULT_CHUNK_BYTES))
+                                    int(chunk_bytes or _SOLVE_CHUNK_BYTES))
+        models = _models_for_groups(info, explicit, groups, has_col)
     n_ant = len(info.antennas)
     n_bl = n_ant * (n_ant - 1) // 2
     jobs = []
@@ -819,7 +1031,12 @@ def load_calibrator(vis: str | os.PathLike | MSInfo, *, field: Any = "", spw: An
             c.wt[s0:s1] += w.astype(np.float32)
         c.n_good[s0:s1] += tcnt
 
-    _run_jobs(fn, jobs, parallel, consume)
+    with chunk_progress("load_calibrator", len(jobs)) as bar:
+        def consume_bar(job, res):
+            consume(job, res)
+            bar.advance()
+
+        _run_jobs(fn, jobs, parallel, consume_bar)
     counts.clear()
     for gi, g in enumerate(groups):
         g.cache = store[gi]
@@ -920,9 +1137,8 @@ def _fillgaps(gains: np.ndarray, flag: np.ndarray, max_gap: int) -> None:
                     c = nxt
 
 
-def _solve_spw(p: _Params, acc: _Acc, n_ant: int) -> _SpwResult:
-    a1, a2 = dense_baselines(n_ant)
-    x = kernels.vis_ratio(acc.vis, acc.wt)
+def _finalize_spw(p: _Params, acc: _Acc, st: _Solved) -> _SpwResult:
+    """Times, refant, statistics, solnorm and fillgaps of one spw's kernel solutions."""
     w = acc.wt
     no_data = ~(w > 0).any(axis=(1, 2, 3))
     n_int = len(acc.intervals)
@@ -933,31 +1149,28 @@ def _solve_spw(p: _Params, acc: _Acc, n_ant: int) -> _SpwResult:
         scan=np.array([iv.scan for iv in acc.intervals], np.int32),
         obs=np.array([iv.obs for iv in acc.intervals], np.int32),
     )
-    order = np.argsort(times, kind="stable")
+    not_conv = int(st.not_converged.sum())
     if p.kind == "K":
-        refants = np.array(p.refant.choices, np.int32)
-        ref_freq = float(acc.out_freq[acc.out_freq.size // 2]) if acc.out_freq.size else 0.0
-        delay, _phase, perr, flag, used, _ni, conv = kernels.solve_delays(
-            x, w, a1, a2, n_ant, acc.out_freq.astype(np.float64), ref_freq, refants, True, 20, 1e-6)
+        flag = st.flag
         cf = np.array([float(np.sum(acc.out_freq * acc.out_width) / max(np.sum(acc.out_width), 1e-30))])
-        status = np.where(flag, kernels.STATUS_NO_DATA, kernels.STATUS_OK)[:, :, None, :]
-        return _SpwResult(delay[:, :, None, :], perr[:, :, None, :], np.zeros_like(perr[:, :, None, :]),
-                          flag[:, :, None, :], np.full(n_int, -1, np.int32), times, **meta,
+        status = np.where(flag, kernels.STATUS_NO_DATA, kernels.STATUS_OK)
+        return _SpwResult(st.gains, st.paramerr, np.zeros_like(st.paramerr), flag,
+                          np.full(n_int, -1, np.int32), times, **meta,
                           chan_freq=cf, chan_width=np.array([np.sum(acc.out_width)]),
-                          no_data=no_data, not_converged=int((~conv).sum()),
-                          stats=_solvestats(status, used))
-    g, perr, snr, flag, status, _ni, conv = kernels.solve_gains(
-        x, w, a1, a2, n_ant, p.calmode, p.kind == "T", p.minblperant, p.minsnr, _MAX_ITER, _TOL)
+                          no_data=no_data, not_converged=not_conv,
+                          stats=_solvestats(status, st.used))
+    order = np.argsort(times, kind="stable")
+    g, flag = st.gains, st.flag
     used = apply_flex_refant(g, flag, p.refant, order=order)
-    stats = _solvestats(status, used)
+    stats = _solvestats(st.status, used)
     if not p.refant.user:
         used[:] = -1  # CASA: refant='' writes ANTENNA2 = -1 (phases still relative to ant 0)
     if p.solnorm:
         (_solnorm_b if p.kind == "B" else _solnorm_g)(g, flag)
     if p.kind == "B" and p.fillgaps > 0:
         _fillgaps(g, flag, p.fillgaps)
-    return _SpwResult(g, perr, snr, flag, used, times, **meta, chan_freq=acc.out_freq,
-                      chan_width=acc.out_width, no_data=no_data, not_converged=int((~conv).sum()),
+    return _SpwResult(g, st.paramerr, st.snr, flag, used, times, **meta, chan_freq=acc.out_freq,
+                      chan_width=acc.out_width, no_data=no_data, not_converged=not_conv,
                       stats=stats)
 
 
@@ -1010,9 +1223,10 @@ def _run_solve(vis: Any, caltable: Any, p: _Params, sel_kwargs: dict, model: Mod
         explicit = _parse_model_arg(info, model)
         has_col = "MODEL_DATA" in info.columns
         info, groups = _open_groups(info, sel_kwargs, (), p.chunk_bytes)
-        models = [_model_for(info, explicit, g.field, g.spw, has_col) for g in groups]
+        models = _models_for_groups(info, explicit, groups, has_col)
         if _extra_columns(models):  # plan again with MODEL_DATA / UVW among the read columns
             info, groups = _open_groups(info, sel_kwargs, _extra_columns(models), p.chunk_bytes)
+            models = _models_for_groups(info, explicit, groups, has_col)
     p.specs = _prepare_pre_apply(info, *p.apply_args, spws=sorted({g.spw for g in groups}))
     if p.specs:
         interp_mod = importlib.import_module("fastcal.interp")
@@ -1025,14 +1239,18 @@ def _run_solve(vis: Any, caltable: Any, p: _Params, sel_kwargs: dict, model: Mod
     accs, local = _build_accs(p.kind, groups, intervals, p.solint, n_ant * (n_ant - 1) // 2)
     t_read = time.perf_counter()
     if models is None:
-        _reduce_cache(info, p, groups, slots, accs, local, intervals)
+        jobs = _cache_jobs(groups, slots, local, intervals)
+
+        def run(job: _RedJob) -> tuple:
+            return _run_cache_job(info, p, groups, slots, accs, local, job, n_ant)
     else:
-        _reduce_ms(info, p, groups, slots, accs, local, intervals, models)
+        jobs = _ms_jobs(info, p, groups, slots, accs, local, intervals, models)
+
+        def run(job: _RedJob) -> tuple:
+            return _run_ms_job(job, n_ant)
+    states = _reduce_and_solve(p, accs, jobs, run, n_ant)
     t_red = time.perf_counter()
-    results: dict[int, _SpwResult] = {}
-    _run_jobs(lambda spw: _solve_spw(p, accs[spw], n_ant), sorted(accs), bool(p.parallel),
-              lambda spw, res: results.__setitem__(spw, res))  # kernels release the GIL
-    results = dict(sorted(results.items()))
+    results = {spw: _finalize_spw(p, accs[spw], states[spw]) for spw in sorted(accs)}
     if all(r.no_data.all() for r in results.values()):
         raise SolveError(f"no unflagged cross-correlation data in the selection "
                          f"({', '.join(f'{k}={v!r}' for k, v in sel_kwargs.items() if v) or 'all data'}) "
@@ -1046,7 +1264,7 @@ def _run_solve(vis: Any, caltable: Any, p: _Params, sel_kwargs: dict, model: Mod
     tab = _to_caltable(p, results, info)
     if caltable is not None:
         tab.write(os.fspath(caltable), overwrite=overwrite)
-    logger.info("solve %s: %d intervals, %d spws; reduce %.2f s, solve %.2f s, total %.2f s",
+    logger.info("solve %s: %d intervals, %d spws; reduce+solve %.2f s, finish %.2f s, total %.2f s",
                 p.kind, len(intervals), len(results), t_red - t_read,
                 time.perf_counter() - t_red, time.perf_counter() - t0)
     return tab
@@ -1149,7 +1367,8 @@ def solve_gains(
         solutions (all times, antennas, pols), as CASA 6.7 does.
     gaintype : {"G", "T", "K"}
         G: one complex gain per antenna and pol; T: one per antenna for both pols;
-        K: delays in ns (per spw; FFT peak as CASA, then Gauss-Newton refinement).
+        K: delays in ns (per spw; FFT peak as CASA, then Gauss-Newton refinement; with
+        ``combine="spw"`` one multi-band delay across all spws, written under the lowest).
     calmode : {"ap", "p", "a"}
         Amplitude and phase, phase only, amplitude only (ignored for K).
     gaintable, gainfield, interp, spwmap : sequences
@@ -1158,7 +1377,7 @@ def solve_gains(
         Source model. Precedence: `model` > setjy virtual model > MODEL_DATA > 1 Jy point
         source at the phase centre (CASA's default).
     chunk_bytes : int, optional
-        Bytes per read block (default 64 MiB); memory ~ threads x 2 x chunk_bytes.
+        Bytes per read block (default 16 MiB); memory ~ threads x 2 x chunk_bytes.
     parallel : bool or dask.distributed.Client
         True: reduce blocks in threads (Numba kernels release the GIL); False: serially;
         a Client: as tasks on its workers (blocks are read by the workers).
@@ -1187,7 +1406,8 @@ def solve_gains(
         Every sample of the selection is flagged; or ``refantmode="strict"`` and the
         refant has no solution anywhere.
     UnsupportedError
-        K with ``combine="spw"`` (KMBD), or pre-apply without :mod:`fastcal.interp`.
+        Pre-apply without :mod:`fastcal.interp`; spws combined with different numbers of
+        parallel hands.
 
     Notes
     -----

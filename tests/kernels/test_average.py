@@ -8,6 +8,7 @@ from fastcal.kernels.average import (
     average_model,
     average_point_model,
     baseline_index,
+    count_unflagged,
     dense_baselines,
     n_ant_from_n_bl,
 )
@@ -172,3 +173,37 @@ def test_inconsistent_shapes_raise():
                             c["ant1"], c["ant2"], c["interval_idx"], CHAN_BIN, CORR_INDEX,
                             c["jones"], c["jones_flag"], c["jones_time_idx"], True,
                             *empty_sums())
+
+
+def test_count_unflagged_counts_cross_rows_only():
+    c = make_chunk(7)
+    got = count_unflagged(c["flag"], c["ant1"], c["ant2"])
+    cross = c["ant1"] != c["ant2"]
+    expect = np.where(cross, (~c["flag"]).reshape(len(cross), -1).sum(axis=1), 0)
+    np.testing.assert_array_equal(got, expect)
+    assert got.dtype == np.float64 and (got[~cross] == 0).all() and got[cross].max() > 0
+
+
+@pytest.mark.parametrize("use_jones", [False, True])
+def test_empty_n_samples_skips_counting_only(use_jones):
+    """n_samples with a first axis of length 0: the same sums, nothing counted."""
+    c = make_chunk(8, spectral_weight=False, n_rec=2)
+    vis, wt, n = run_kernel(c, use_jones=use_jones)
+    vis2, wt2, _ = empty_sums()
+    no_n = np.zeros((0, 1, 1, len(CORR_INDEX)), np.int64)
+    jones, jflag = (c["jones"], c["jones_flag"]) if use_jones else (c["jones"][:0], c["jones_flag"][:0])
+    spec = np.ones((N_CHAN, 2))
+    c["model"][:] = 0
+    c["model"][:, :, CORR_INDEX] = 1
+    ref = empty_sums()
+    for sums in (ref, (vis2, wt2, no_n)):
+        average_point_model(c["data"], spec, c["flag"], c["weight"], c["ant1"], c["ant2"],
+                            c["interval_idx"], CHAN_BIN, CORR_INDEX, jones, jflag,
+                            c["jones_time_idx"], True, *sums)
+    np.testing.assert_array_equal(vis2, ref[0])
+    np.testing.assert_array_equal(wt2, ref[1])
+    assert ref[2].sum() > 0 and no_n.size == 0
+    with pytest.raises(ValueError, match="n_samples"):
+        average_point_model(c["data"], spec, c["flag"], c["weight"], c["ant1"], c["ant2"],
+                            c["interval_idx"], CHAN_BIN, CORR_INDEX, jones, jflag,
+                            c["jones_time_idx"], True, vis2, wt2, np.zeros((1, 1, 1, 2), np.int64))

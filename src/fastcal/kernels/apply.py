@@ -24,6 +24,7 @@ __all__ = [
     "MODE_TRIAL",
     "N_COUNTS",
     "apply_rows",
+    "correct_block",
     "resample_freq",
 ]
 
@@ -389,3 +390,255 @@ def apply_rows(
     counts[1] += n_before
     counts[2] += n_new
     counts[3] += n_uncal
+
+
+# --------------------------------------------------------------------------- one block, one call
+
+
+@numba.njit(**JIT)
+def _combine_terms(n_u, n_ant, n_c, terms_j, terms_f, terms_mws, terms_calwt, spectral):
+    """The product of a block's calibration terms (:func:`fastcal.interp.chunk_jones` rules).
+
+    Each term ``terms_j[i]`` is complex128 ``(n_u or 1, n_ant_tab, n_c or 1, 2)`` (a time or
+    channel axis of length 1 is broadcast), ``terms_f[i]`` its flags (same shape),
+    ``terms_mws[i]`` its channel-averaged weight scale float64 ``(n_u or 1, n_ant_tab, 1, 2)``
+    or an empty array (then |J|^2 for single-channel terms, 1 for channelised ones), and
+    ``terms_calwt[i]`` whether it scales the weights. A flagged or zero element is 1 in that
+    term only (CASA's setMatByOk) and flags the product; antennas a table does not know are
+    flagged. Returns (jones complex64, flag, wscale float32 per channel (empty unless
+    `spectral`), wscale_mean float32 ``(n_u, n_ant, 1, 2)``).
+    """
+    jones = np.ones((n_u, n_ant, n_c, 2), np.complex64)
+    jflag = np.zeros((n_u, n_ant, n_c, 2), np.bool_)
+    wscale = np.ones((n_u if spectral else 0, n_ant, n_c, 2), np.float32)
+    wmean = np.ones((n_u, n_ant, 1, 2), np.float32)
+    for i in range(len(terms_j)):
+        j = terms_j[i]
+        f = terms_f[i]
+        mws = terms_mws[i]
+        calwt = terms_calwt[i]
+        n_tj, n_aj, n_cj, _ = j.shape
+        n_tf, n_cf = f.shape[0], f.shape[2]  # the flags may broadcast on their own axes
+        na = min(n_ant, n_aj)
+        has_mws = mws.shape[0] > 0
+        for t in range(n_u):
+            tj = t if n_tj > 1 else 0
+            tf = t if n_tf > 1 else 0
+            tm = t if mws.shape[0] > 1 else 0
+            for p in range(na):
+                for a in range(2):
+                    all_bad = True
+                    for c in range(max(n_cj, n_cf)):
+                        v = j[tj, p, c if n_cj > 1 else 0, a]
+                        bad = f[tf, p, c if n_cf > 1 else 0, a]
+                        all_bad = all_bad and (bad or (v.real == 0.0 and v.imag == 0.0))
+                    for c in range(n_c):
+                        v = j[tj, p, c if n_cj > 1 else 0, a]
+                        bad = f[tf, p, c if n_cf > 1 else 0, a]
+                        if bad or (v.real == 0.0 and v.imag == 0.0):
+                            jflag[t, p, c, a] = True
+                            continue
+                        jones[t, p, c, a] = np.complex64(np.complex128(jones[t, p, c, a]) * v)
+                        if calwt and spectral:
+                            wscale[t, p, c, a] = np.float32(
+                                np.float64(wscale[t, p, c, a]) * (abs(v) ** 2)
+                            )
+                    if not calwt or all_bad:
+                        continue
+                    if has_mws:
+                        m = mws[tm, p, 0, a]
+                    elif n_cj == 1:
+                        m = abs(j[tj, p, 0, a]) ** 2  # not bad: all_bad is False
+                    else:
+                        m = 1.0
+                    wmean[t, p, 0, a] = np.float32(np.float64(wmean[t, p, 0, a]) * m)
+        if na < n_ant:
+            jflag[:, na:] = True
+    return jones, jflag, wscale, wmean
+
+
+@numba.njit(**JIT)
+def _corr_layout(jinv, jbad, corr_rec, n_chan, side):
+    """Inverse Jones and bad flags laid out like a row of data: element ``[t, p, c * n_corr +
+    k]`` is that of receptor ``corr_rec[k, side]`` at channel c (or the one channel)."""
+    n_u, n_ant, n_c, _ = jinv.shape
+    n_corr = corr_rec.shape[0]
+    ji = np.empty((n_u, n_ant, n_chan * n_corr), np.complex64)
+    jb = np.empty((n_u, n_ant, n_chan * n_corr), np.uint8)
+    for t in range(n_u):
+        for p in range(n_ant):
+            for c in range(n_chan):
+                cj = c if n_c > 1 else 0
+                for k in range(n_corr):
+                    a = corr_rec[k, side]
+                    ji[t, p, c * n_corr + k] = jinv[t, p, cj, a]
+                    jb[t, p, c * n_corr + k] = jbad[t, p, cj, a]
+    return ji, jb
+
+
+@numba.njit(**JIT)
+def _correct_rows(data, flag, flag_row, ant1, ant2, time_idx, ja, ba, jb, bb, do_cal, do_flag,
+                  row_flagged):  # fmt: skip
+    """In place: data *= ja[p] conj(jb[q]) and the flags, per row over flat (chan, corr)
+    cells (contiguous, vectorised). Input flags are FLAG | FLAG_ROW.
+
+    Returns (flagged before, bad and unflagged, FLAG elements changed).
+    """
+    n_row = flag.shape[0]
+    n_cell = flag.shape[1] * flag.shape[2]
+    d2 = data.reshape(data.shape[0], data.shape[1] * data.shape[2])
+    f2 = flag.reshape(n_row, n_cell).view(np.uint8)
+    one = np.uint8(1)
+    df = np.uint8(1 if do_flag else 0)
+    n_before = 0
+    n_bad_unflagged = 0
+    n_changed = 0
+    for r in range(n_row):
+        t = time_idx[r]
+        p = ant1[r]
+        q = ant2[r]
+        if do_cal:
+            jp = ja[t, p]
+            jq = jb[t, q]
+            dr = d2[r]
+            for i in range(n_cell):
+                dr[i] = dr[i] * (jp[i] * np.conj(jq[i]))
+        fr = f2[r]
+        if flag_row[r]:  # every sample flagged on input
+            m = 0
+            for i in range(n_cell):
+                m += fr[i] ^ one
+                fr[i] = one
+            n_changed += m
+            n_before += n_cell
+            row_flagged[r] = True
+            continue
+        bp = ba[t, p]
+        bq = bb[t, q]
+        nb = 0
+        nbu = 0
+        for i in range(n_cell):
+            fin = fr[i]
+            bad = bp[i] | bq[i]
+            nb += fin
+            nbu += bad & (fin ^ one)
+            fr[i] = fin | (bad & df)
+        n_before += nb
+        n_bad_unflagged += nbu
+        if do_flag:  # the output differs from the input exactly where bad and not fin
+            n_changed += nbu
+            nb += nbu
+        row_flagged[r] = nb == n_cell
+    return n_before, n_bad_unflagged, n_changed
+
+
+@numba.njit(**JIT)
+def correct_block(
+    data,
+    flag,
+    flag_row,
+    weight,
+    ant1,
+    ant2,
+    time_idx,
+    n_utime,
+    n_ant,
+    terms_j,
+    terms_f,
+    terms_mws,
+    terms_calwt,
+    corr_rec,
+    mode,
+    calwt,
+    from_sigma,
+    row_flagged,
+    counts,
+):
+    """Correct one block of rows in place: Jones product, inversion and correction in one
+    call (one GIL hand-over per block when run on a worker thread).
+
+    Parameters
+    ----------
+    data : complex64 (n_row, n_chan, n_corr)
+        DATA in, corrected data out (CALFLAG, CALONLY; may be empty otherwise).
+    flag : bool (n_row, n_chan, n_corr)
+        FLAG as stored in, the flags to write out (FLAG | FLAG_ROW | calibration flags in
+        CALFLAG, FLAGONLY, TRIAL; FLAG | FLAG_ROW in CALONLY).
+    flag_row : bool (n_row,)
+        FLAG_ROW as stored.
+    weight : float32 (n_row, n_wchan, n_corr)
+        n_wchan = n_chan (spectral weights) or 1. With `from_sigma`, SIGMA (or
+        SIGMA_SPECTRUM) in, replaced by 1/SIGMA^2 (0 where SIGMA <= 0) before scaling.
+    ant1, ant2 : int32 (n_row,)
+    time_idx : int64 (n_row,)
+        Index of each row's time in 0..n_utime-1.
+    n_utime, n_ant : int
+    terms_j, terms_f, terms_mws : tuples of arrays
+        One entry per calibration table in order of application (see :func:`_combine_terms`).
+    terms_calwt : bool (n_terms,)
+    corr_rec : int64 (n_corr, 2)
+    mode : int
+        MODE_CALFLAG, MODE_CALONLY, MODE_FLAGONLY or MODE_TRIAL.
+    calwt : bool
+        Scale the weights.
+    from_sigma : bool
+        `weight` holds sigmas (see above).
+    row_flagged : bool (n_row,)
+        Out: every element of the row's output flags is set (the new FLAG_ROW).
+    counts : int64 (N_COUNTS,)
+        Accumulated as in :func:`apply_rows`.
+
+    Returns
+    -------
+    int
+        Number of FLAG elements whose output differs from the stored FLAG (0: FLAG need not
+        be written).
+    """
+    n_row, n_chan, n_corr = flag.shape
+    n_wchan = weight.shape[1]
+    n_c = 1
+    for i in range(len(terms_j)):
+        n_c = max(n_c, terms_j[i].shape[2])
+    spectral = calwt and n_wchan > 1
+    jones, jflag, wscale, wscale_w = _combine_terms(
+        n_utime, n_ant, n_c, terms_j, terms_f, terms_mws, terms_calwt, spectral
+    )
+    do_cal = mode == MODE_CALFLAG or mode == MODE_CALONLY
+    do_flag = mode == MODE_CALFLAG or mode == MODE_FLAGONLY or mode == MODE_TRIAL
+    jinv, jbad = _inverse_jones(jones, jflag)
+    ra = corr_rec[:, 0]
+    rb = corr_rec[:, 1]
+    ja, ba = _corr_layout(jinv, jbad, corr_rec, n_chan, 0)
+    same = True  # both antennas use the same receptor for every correlation (XX, YY)
+    for k in range(n_corr):
+        same = same and ra[k] == rb[k]
+    if same:
+        jb, bb = ja, ba
+    else:
+        jb, bb = _corr_layout(jinv, jbad, corr_rec, n_chan, 1)
+    n_before, n_bad_unflagged, n_changed = _correct_rows(
+        data, flag, flag_row, ant1, ant2, time_idx, ja, ba, jb, bb, do_cal, do_flag, row_flagged
+    )
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+    for r in range(n_row):
+        t = time_idx[r]
+        p = ant1[r]
+        q = ant2[r]
+        for c in range(n_wchan):
+            for k in range(n_corr):
+                w = weight[r, c, k]
+                if from_sigma:
+                    w = one / (w * w) if w > 0 else zero
+                if calwt:
+                    if n_wchan == 1:
+                        w = w * wscale_w[t, p, 0, ra[k]] * wscale_w[t, q, 0, rb[k]]
+                    else:
+                        cj = c if n_c > 1 else 0
+                        w = w * wscale[t, p, cj, ra[k]] * wscale[t, q, cj, rb[k]]
+                weight[r, c, k] = w
+    counts[0] += n_row * n_chan * n_corr
+    counts[1] += n_before
+    counts[2] += n_bad_unflagged if do_flag else 0
+    counts[3] += 0 if do_flag else n_bad_unflagged
+    return n_changed

@@ -23,6 +23,7 @@ import numba
 import numpy as np
 
 __all__ = [
+    "count_unflagged",
     "average_model",
     "average_point_model",
     "baseline_index",
@@ -64,6 +65,34 @@ def n_ant_from_n_bl(n_bl: int) -> int:
 
 
 @numba.njit(**JIT)
+def count_unflagged(flag, ant1, ant2):
+    """Unflagged samples of every cross-correlation row (0 for autocorrelations).
+
+    Parameters
+    ----------
+    flag : bool[row, chan, corr]
+    ant1, ant2 : int32[row]
+
+    Returns
+    -------
+    float64[row]
+        ``n_chan * n_corr`` minus the number of flagged entries of the row; 0 where
+        ``ant1 == ant2``.
+    """
+    n_row = flag.shape[0]
+    out = np.zeros(n_row, np.float64)
+    for r in range(n_row):
+        if ant1[r] == ant2[r]:
+            continue
+        n = 0
+        for c in range(flag.shape[1]):
+            for k in range(flag.shape[2]):
+                n += 1 if flag[r, c, k] else 0
+        out[r] = flag.shape[1] * flag.shape[2] - n
+    return out
+
+
+@numba.njit(**JIT)
 def _n_ant_of(n_bl):
     n_ant = int(np.round((1.0 + np.sqrt(1.0 + 8.0 * n_bl)) / 2.0))
     if n_ant * (n_ant - 1) // 2 != n_bl:
@@ -88,9 +117,10 @@ def _check_shapes(data, flag, weight, ant1, ant2, interval_idx, chan_bin, corr_i
     if n_pol < 1 or n_pol > 2:
         raise ValueError("corr_index must list one or two parallel-hand correlations")
     if vis_sum.shape[3] != n_pol or wt_sum.shape != vis_sum.shape or (
-            n_samples.shape != vis_sum.shape):
+            n_samples.shape != vis_sum.shape and n_samples.shape[0] != 0):
         raise ValueError("vis_sum, wt_sum, n_samples must all be (n_int, n_bl, n_out_chan, n_pol)"
-                         " with n_pol = len(corr_index)")
+                         " with n_pol = len(corr_index) (n_samples may have length 0: not"
+                         " counted)")
     for k in range(n_pol):
         if corr_index[k] < 0 or corr_index[k] >= n_corr:
             raise ValueError("corr_index entries must lie in [0, n_corr)")
@@ -116,6 +146,7 @@ def _reduce_point_plain(data, model_spec, flag, weight, ant1, ant2, interval_idx
     n_row, n_chan, n_corr = data.shape
     n_int, n_bl, n_out, n_pol = vis_sum.shape
     n_ant = _n_ant_of(n_bl)
+    count = n_samples.shape[0] > 0
     m2s = np.empty((n_chan, 2), np.float64)
     for c in range(n_chan):
         for k in range(2):
@@ -153,10 +184,11 @@ def _reduce_point_plain(data, model_spec, flag, weight, ant1, ant2, interval_idx
                         ax1 = np.conj(ax1)
                     vis_sum[it, bl, cur, 0] += ax0
                     wt_sum[it, bl, cur, 0] += aw0
-                    n_samples[it, bl, cur, 0] += an0
                     vis_sum[it, bl, cur, 1] += ax1
                     wt_sum[it, bl, cur, 1] += aw1
-                    n_samples[it, bl, cur, 1] += an1
+                    if count:
+                        n_samples[it, bl, cur, 0] += an0
+                        n_samples[it, bl, cur, 1] += an1
                 ax0 = 0j
                 ax1 = 0j
                 aw0 = 0.0
@@ -194,6 +226,7 @@ def _reduce(data, model, model_spec, use_spec, flag, weight, ant1, ant2, interva
     n_row, n_chan, n_corr = data.shape
     n_int, n_bl, n_out, n_pol = vis_sum.shape
     n_ant = _n_ant_of(n_bl)
+    count = n_samples.shape[0] > 0
     use_jones = jones.shape[0] > 0
     n_utime = jones.shape[0]
     jones_per_chan = jones.shape[2] > 1
@@ -237,11 +270,13 @@ def _reduce(data, model, model_spec, use_spec, flag, weight, ant1, ant2, interva
                         ax1 = np.conj(ax1)
                     vis_sum[it, bl, cur, 0] += ax0
                     wt_sum[it, bl, cur, 0] += aw0
-                    n_samples[it, bl, cur, 0] += an0
+                    if count:
+                        n_samples[it, bl, cur, 0] += an0
                     if n_pol > 1:
                         vis_sum[it, bl, cur, 1] += ax1
                         wt_sum[it, bl, cur, 1] += aw1
-                        n_samples[it, bl, cur, 1] += an1
+                        if count:
+                            n_samples[it, bl, cur, 1] += an1
                 ax0 = 0j
                 ax1 = 0j
                 aw0 = 0.0
@@ -356,7 +391,8 @@ def average_model(data, model, flag, weight, ant1, ant2, interval_idx, chan_bin,
     wt_sum : float64[interval, bl, out_chan, pol]
         Accumulator (updated in place): sum of ``w' |M|^2``.
     n_samples : int64[interval, bl, out_chan, pol]
-        Accumulator (updated in place): number of samples added.
+        Accumulator (updated in place): number of samples added. An array with a first
+        axis of length 0 skips the counting.
 
     Notes
     -----

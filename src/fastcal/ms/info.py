@@ -15,7 +15,9 @@ import fnmatch
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 import casacore.tables as ct
@@ -41,6 +43,7 @@ __all__ = [
     "StateInfo",
     "CORR_NAMES",
     "bump_write_generation",
+    "clear_cache",
     "disk_signature",
     "ms_lock",
     "REQUIRED_COLUMNS",
@@ -73,6 +76,8 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
 REQUIRED_SUBTABLES: tuple[str, ...] = (
     "ANTENNA", "DATA_DESCRIPTION", "FIELD", "POLARIZATION", "SPECTRAL_WINDOW",
 )  # fmt: skip
+#: Subtables open_ms reads.
+_READ_SUBTABLES: frozenset[str] = frozenset(REQUIRED_SUBTABLES + ("STATE", "OBSERVATION", "SYSCAL"))
 #: Main-table columns that hold visibilities.
 VIS_COLUMNS: tuple[str, ...] = ("DATA", "MODEL_DATA", "CORRECTED_DATA")
 
@@ -140,13 +145,18 @@ def disk_signature(path: str | os.PathLike) -> tuple:
     key = os.path.realpath(path)
     with _LOCKS_GUARD:
         gen = _GENERATION.get(key, 0)
+    return (gen, _table_files(key))
+
+
+def _table_files(path: str) -> tuple[tuple[str, int, int], ...]:
+    """(name, size, mtime ns) of the ``table.*`` files of a table directory (not table.lock)."""
     files = []
-    with os.scandir(key) as it:
+    with os.scandir(path) as it:
         for e in it:
             if e.is_file() and e.name.startswith("table.") and e.name != "table.lock":
                 st = e.stat()
                 files.append((e.name, st.st_size, st.st_mtime_ns))
-    return (gen, tuple(sorted(files)))
+    return tuple(sorted(files))
 
 
 # --------------------------------------------------------------------------- dataclasses
@@ -286,6 +296,77 @@ class IndexColumns:
     @property
     def n_rows(self) -> int:
         return int(self.time.shape[0])
+
+    @cached_property
+    def group_runs(self) -> GroupRuns:
+        """Runs of rows with one (DATA_DESC_ID, FIELD_ID, SCAN_NUMBER, OBSERVATION_ID) value,
+        computed once per MS (:func:`~fastcal.ms.read.read_chunks` groups rows with it)."""
+        return GroupRuns.from_index(self)
+
+
+@dataclass(frozen=True, eq=False)
+class GroupRuns:
+    """The main table cut into runs of rows with equal (ddid, field, scan, observation) keys.
+
+    Attributes
+    ----------
+    bounds : int64[n_runs + 1]
+        Run ``r`` holds rows ``bounds[r] .. bounds[r + 1] - 1``.
+    group : int64[n_runs]
+        Group of each run; groups are numbered in lexicographic order of their keys.
+    run_order : int64[n_runs]
+        Runs sorted by group, then by position (a stable argsort of `group`).
+    group_first : int64[n_groups + 1]
+        The runs of group ``g`` are ``run_order[group_first[g]:group_first[g + 1]]``.
+    time_sorted : bool[n_groups]
+        TIME never decreases along the rows of the group, in row order (then every subset
+        of its rows is time-ordered too).
+    """
+
+    bounds: np.ndarray
+    group: np.ndarray
+    run_order: np.ndarray
+    group_first: np.ndarray
+    time_sorted: np.ndarray
+
+    @property
+    def n_groups(self) -> int:
+        return int(self.group_first.size - 1)
+
+    @staticmethod
+    def from_index(index: IndexColumns) -> GroupRuns:
+        n = index.n_rows
+        keys = (index.ddid, index.field_id, index.scan, index.observation_id)
+        change = np.zeros(max(n - 1, 0), dtype=bool)
+        for k in keys:
+            change |= k[1:] != k[:-1]
+        starts = np.concatenate(([0], np.flatnonzero(change) + 1)) if n else np.zeros(0, np.int64)
+        bounds = np.append(starts, n).astype(np.int64)
+        run_keys = np.stack([k[starts].astype(np.int64) for k in keys], axis=1)
+        if n:
+            _, group = np.unique(run_keys, axis=0, return_inverse=True)
+            group = group.reshape(-1).astype(np.int64)
+        else:
+            group = np.zeros(0, np.int64)
+        run_order = np.argsort(group, kind="stable")
+        n_groups = int(group.max()) + 1 if group.size else 0
+        group_first = np.concatenate(([0], np.cumsum(np.bincount(group, minlength=n_groups))))
+        # time order inside runs: a step back anywhere but at a run boundary
+        back = np.diff(index.time) < 0
+        back[starts[1:] - 1] = False
+        bad_run = np.zeros(starts.size, dtype=bool)
+        if back.any():
+            bad_run = np.add.reduceat(np.append(back, False), starts) > 0
+        # ... and between consecutive runs of the same group
+        first_t = index.time[starts] if n else np.zeros(0)
+        last_t = index.time[bounds[1:] - 1] if n else np.zeros(0)
+        ro = run_order
+        same = group[ro[1:]] == group[ro[:-1]]
+        step_back = same & (first_t[ro[1:]] < last_t[ro[:-1]])
+        time_sorted = np.ones(n_groups, dtype=bool)
+        time_sorted[group[bad_run]] = False
+        time_sorted[group[ro[1:][step_back]]] = False
+        return GroupRuns(bounds, group, run_order, group_first.astype(np.int64), time_sorted)
 
 
 # --------------------------------------------------------------------------- MSInfo
@@ -495,10 +576,14 @@ def open_ms(ms: str | os.PathLike | MSInfo) -> MSInfo:
     """
     if isinstance(ms, MSInfo):
         return ms
+    cached = _cache_lookup(os.path.abspath(os.fspath(ms)))
+    if cached is not None:
+        return cached
     path = _check_is_ms(ms)
     signature = disk_signature(path)
     try:
         with ms_lock(path), ct.table(path, ack=False) as t:
+            index_files = _index_files(t)
             columns = frozenset(t.colnames())
             missing = [c for c in REQUIRED_COLUMNS if c not in columns]
             if missing:
@@ -507,6 +592,13 @@ def open_ms(ms: str | os.PathLike | MSInfo) -> MSInfo:
                     f"a Measurement Set needs {', '.join(REQUIRED_COLUMNS)}"
                 )
             subtables = _subtable_paths(t, path)
+            subtable_paths = tuple(subtables[k] for k in sorted(subtables) if k in _READ_SUBTABLES)
+            cache_key = None  # not cached if the files holding the index are unknown
+            if index_files is not None:
+                try:
+                    cache_key = _cache_key(path, index_files, subtable_paths)  # before reading
+                except OSError:
+                    pass
             index = _read_index(t)
             has_wtsp = (
                 "WEIGHT_SPECTRUM" in columns
@@ -545,6 +637,126 @@ def open_ms(ms: str | os.PathLike | MSInfo) -> MSInfo:
         signature=signature,
     )
     logger.debug("opened %s: %d rows, %d scans, %d spws", path, info.n_rows, len(scans), len(spws))
+    if cache_key is not None:
+        _cache_store(info, cache_key, index_files, subtable_paths)
+    return info
+
+
+# --------------------------------------------------------------------------- in-process cache
+#
+# Reading the index columns is most of open_ms: casacore's StandardStMan reads every bucket of
+# its file once per column (two syscalls per 3.5 kB bucket: ~50 ms per column per million rows,
+# even with a warm page cache). A pipeline opens the same MS many times, so the last few MSInfo
+# are kept, keyed by absolute path. An entry stays valid while none of these files changed
+# (name, size, mtime): table.dat and table.info of the main table (columns, keywords, row
+# count), the files of the storage managers holding the index columns, and the table files of
+# the subtables read. Writing CORRECTED_DATA or MODEL_DATA therefore keeps the entry; writing
+# FLAG_ROW (same storage manager as TIME in a standard MS) drops it. A hit still re-reads
+# FLAG_ROW (one column, ~50 ms per million rows), so ``info.index.flag_row`` is current even
+# for writes not flushed yet, and gets the current :func:`disk_signature`.
+
+_CACHE_SIZE = 4
+_CACHE_BYTES = 2**30
+_INDEX_ROW_BYTES = 37  # TIME 8 bytes, seven int32 columns, FLAG_ROW 1
+_CACHE: OrderedDict[str, _CacheEntry] = OrderedDict()
+_CACHE_GUARD = threading.Lock()
+_INDEX_COLUMN_NAMES = (
+    "TIME", "ANTENNA1", "ANTENNA2", "DATA_DESC_ID", "FIELD_ID", "SCAN_NUMBER", "STATE_ID",
+    "OBSERVATION_ID", "FLAG_ROW",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, eq=False)
+class _CacheEntry:
+    info: MSInfo
+    index_files: tuple[str, ...]  # file prefixes of the storage managers of the index columns
+    subtables: tuple[str, ...]
+    key: tuple
+
+
+def _index_files(t: Any) -> tuple[str, ...] | None:
+    """``table.fN`` prefixes of the storage managers holding the index columns.
+
+    None if unknown, e.g. for a reference or concatenated table, whose data live in other
+    tables (such an MS is not cached).
+    """
+    try:
+        dminfo = t.getdminfo()
+    except RuntimeError:
+        return None
+    prefixes, found = [], set()
+    for dm in dminfo.values():
+        cols = set(dm.get("COLUMNS", ())) & set(_INDEX_COLUMN_NAMES)
+        if cols and "SEQNR" in dm:
+            prefixes.append(f"table.f{int(dm['SEQNR'])}")
+            found |= cols
+    return tuple(prefixes) if found == set(_INDEX_COLUMN_NAMES) else None
+
+
+def _cache_key(path: str, index_files: tuple[str, ...], subtables: tuple[str, ...]) -> tuple:
+    files = tuple(
+        f for f in _table_files(path)
+        if f[0] in ("table.dat", "table.info")
+        or any(f[0] == p or f[0] == p + "i" or f[0].startswith(p + "_") for p in index_files)
+    )  # fmt: skip
+    return (files, tuple(_table_files(s) for s in subtables))
+
+
+def _cache_store(
+    info: MSInfo, key: tuple, index_files: tuple[str, ...], subtables: tuple[str, ...]
+) -> None:
+    with _CACHE_GUARD:
+        _CACHE[info.path] = _CacheEntry(info, index_files, subtables, key)
+        _CACHE.move_to_end(info.path)
+        # at most _CACHE_SIZE entries and ~_CACHE_BYTES of index columns; the newest stays
+        while len(_CACHE) > 1 and (
+            len(_CACHE) > _CACHE_SIZE
+            or sum(e.info.n_rows for e in _CACHE.values()) * _INDEX_ROW_BYTES > _CACHE_BYTES
+        ):
+            _CACHE.popitem(last=False)
+
+
+def clear_cache() -> None:
+    """Forget the MSInfo kept by :func:`open_ms` (the next call reads the MS again)."""
+    with _CACHE_GUARD:
+        _CACHE.clear()
+
+
+def _cache_lookup(path: str) -> MSInfo | None:
+    """The cached MSInfo of `path`, FLAG_ROW re-read, or None if absent or stale."""
+    with _CACHE_GUARD:
+        entry = _CACHE.get(path)
+    if entry is None:
+        return None
+    try:
+        signature = disk_signature(path)  # before FLAG_ROW is read: errs on the safe side
+        if _cache_key(path, entry.index_files, entry.subtables) != entry.key:
+            return None
+        with ms_lock(path), ct.table(path, ack=False) as t:
+            if t.nrows() != entry.info.n_rows:
+                return None
+            flag_row = _getcol(t, "FLAG_ROW", np.bool_, t.nrows())
+            has_wtsp = (
+                "WEIGHT_SPECTRUM" in entry.info.columns
+                and t.nrows() > 0
+                and bool(t.iscelldefined("WEIGHT_SPECTRUM", 0))
+            )
+    except (OSError, RuntimeError):  # gone or unreadable: the full open_ms reports it
+        return None
+    info = entry.info
+    index = info.index
+    if not np.array_equal(flag_row, index.flag_row):
+        flag_row.setflags(write=False)
+        runs = index.__dict__.get("group_runs")
+        index = replace(index, flag_row=flag_row)
+        if runs is not None:  # depends on the other columns only
+            index.__dict__["group_runs"] = runs
+    info = replace(info, index=index, signature=signature, has_weight_spectrum=has_wtsp)
+    with _CACHE_GUARD:
+        if path in _CACHE:
+            _CACHE[path] = replace(entry, info=info)
+            _CACHE.move_to_end(path)
+    logger.debug("open_ms %s: cached metadata (FLAG_ROW re-read)", path)
     return info
 
 
@@ -596,9 +808,24 @@ def _subtable_paths(t: Any, path: str) -> dict[str, str]:
     return out
 
 
+def _getcol(t: Any, name: str, dtype: Any, nrow: int) -> np.ndarray:
+    """Scalar column `name` as a new array of `dtype` (getcolnp into it when the types match)."""
+    out = np.empty(nrow, dtype=dtype)
+    if nrow:
+        try:
+            t.getcolnp(name, out)
+        except (RuntimeError, TypeError, ValueError):  # stored with another type: convert
+            out[:] = t.getcol(name)
+    return out
+
+
 def _read_index(t: Any) -> IndexColumns:
+    n = t.nrows()
+
     def col(name: str, dtype: Any) -> np.ndarray:
-        return _frozen_array(t.getcol(name), dtype) if t.nrows() else _frozen_array([], dtype)
+        out = _getcol(t, name, dtype, n)
+        out.setflags(write=False)
+        return out
 
     return IndexColumns(
         time=col("TIME", np.float64),

@@ -52,7 +52,7 @@ import numpy as np
 from dask.highlevelgraph import HighLevelGraph
 
 from fastcal.errors import MissingColumnError, MSError, ParameterError
-from fastcal.ms.info import MSInfo, disk_signature, ms_lock, open_ms
+from fastcal.ms.info import GroupRuns, MSInfo, disk_signature, ms_lock, open_ms
 from fastcal.ms.select import Selection, parse_selection, select_rows
 
 __all__ = [
@@ -190,6 +190,27 @@ def _block_bounds(time: np.ndarray, max_rows: int) -> list[tuple[int, int]]:
     return bounds
 
 
+class _ReadPlan:
+    """How to read a chunk: table handle, channel plan, row blocks, WEIGHT_SPECTRUM use and
+    dask key. A plain object, so ``dask.delayed`` does not traverse it."""
+
+    __slots__ = ("handle", "chan_plan", "blocks", "has_wtsp", "key")
+
+    def __init__(
+        self,
+        handle: _TableHandle,
+        chan_plan: _ChanPlan,
+        blocks: tuple[_BlockPlan, ...],
+        has_wtsp: bool,
+        key: str,
+    ) -> None:
+        self.handle = handle
+        self.chan_plan = chan_plan
+        self.blocks = blocks
+        self.has_wtsp = has_wtsp
+        self.key = key
+
+
 # --------------------------------------------------------------------------- Chunk
 
 
@@ -239,11 +260,29 @@ class Chunk:
     antenna2: np.ndarray
     row_chunks: tuple[int, ...]
     columns: tuple[str, ...]
-    _handle: _TableHandle = field(repr=False)
-    _chan_plan: _ChanPlan = field(repr=False)
-    _blocks: tuple[_BlockPlan, ...] = field(repr=False)
-    _has_wtsp: bool = field(repr=False)
-    _key: str = field(repr=False)
+    _plan: _ReadPlan = field(repr=False)
+
+    # the read plan's parts (one private field: dask.delayed walks every field of a
+    # dataclass argument, and a plain object is one step instead of dozens)
+    @property
+    def _handle(self) -> _TableHandle:
+        return self._plan.handle
+
+    @property
+    def _chan_plan(self) -> _ChanPlan:
+        return self._plan.chan_plan
+
+    @property
+    def _blocks(self) -> tuple[_BlockPlan, ...]:
+        return self._plan.blocks
+
+    @property
+    def _has_wtsp(self) -> bool:
+        return self._plan.has_wtsp
+
+    @property
+    def _key(self) -> str:
+        return self._plan.key
 
     @cached_property
     def arrays(self) -> dict[str, da.Array]:
@@ -492,9 +531,19 @@ def read_chunks(
     token = uuid.uuid4().hex  # dask key prefix, unique per call
     chunks = [
         _make_chunk(
-            info, sel, handle, token, cols, grows, max_rows, chunk_bytes, has_wtsp, flag_row
+            info,
+            sel,
+            handle,
+            token,
+            cols,
+            grows,
+            contiguous,
+            max_rows,
+            chunk_bytes,
+            has_wtsp,
+            flag_row,
         )
-        for grows in _group_rows(info, rows)
+        for grows, contiguous in _group_rows(info, rows)
     ]
     chunks.sort(key=lambda c: (float(c.time[0]), c.ddid))
     logger.debug(
@@ -507,35 +556,66 @@ def read_chunks(
     return chunks
 
 
-def _group_rows(info: MSInfo, rows: np.ndarray) -> list[np.ndarray]:
+def _group_rows(info: MSInfo, rows: np.ndarray) -> list[tuple[np.ndarray, bool]]:
     """Split selected rows per (ddid, field, scan, obs); each group sorted by (time, row).
 
-    Works on runs of equal keys (few in an MS written scan by scan), so it is O(n_rows) NumPy
-    plus a sort of the runs.
+    Returns ``(rows, contiguous)`` per group, ``contiguous`` meaning the rows are one ascending
+    range. Uses the runs of equal keys of the whole table (``info.index.group_runs``, computed
+    once per MS): `rows` is ascending, so the selected rows of a run are one slice of it, found
+    by a binary search per run; no work per row unless a group has several runs.
     """
-    idx = info.index
-    key = idx.ddid[rows].astype(np.int64)
-    for col in (idx.field_id, idx.scan, idx.observation_id):
-        v = col[rows].astype(np.int64)
-        lo = int(v.min())
-        key = key * (int(v.max()) - lo + 1) + (v - lo)
-    starts = np.concatenate(([0], np.flatnonzero(np.diff(key)) + 1))
-    lengths = np.diff(np.append(starts, rows.size))
-    _, run_group = np.unique(key[starts], return_inverse=True)
-    run_order = np.argsort(run_group, kind="stable")
-    # positions of the rows, runs ordered by group and then by position
-    st, ln = starts[run_order], lengths[run_order]
-    offsets = np.cumsum(ln) - ln
-    order = np.repeat(st - offsets, ln) + np.arange(rows.size)
-    sizes = np.bincount(run_group, weights=lengths).astype(np.int64)
-    bounds = np.cumsum(sizes)[:-1]
-    t = idx.time[rows[order]]
-    back = np.diff(t) < 0
-    back[bounds - 1] = False  # a step back between two groups is fine
-    if back.any():  # some group is not time-ordered on disk: sort by (group, time, row)
-        group_of = np.repeat(np.arange(sizes.size), sizes)
-        order = order[np.lexsort((rows[order], t, group_of))]
-    return np.split(rows[order], bounds)
+    gr = info.index.group_runs
+    pos = np.searchsorted(rows, gr.bounds)  # rows[pos[r]:pos[r + 1]] lie in run r
+    counts = np.diff(pos)
+    if counts.size > _MAX_LOOP_RUNS:  # e.g. spws interleaved in every integration
+        parts = _gather_runs(gr, rows, pos, counts)
+    else:
+        parts = _slice_runs(gr, rows, pos, counts)
+    time = info.index.time
+    out = []
+    for g, grows in parts:
+        ascending = bool(gr.time_sorted[g])
+        if not ascending:
+            grows = grows[np.lexsort((grows, time[grows]))]
+            ascending = bool(np.all(grows[1:] > grows[:-1]))
+        contiguous = ascending and int(grows[-1]) - int(grows[0]) + 1 == grows.size
+        out.append((grows, contiguous))
+    return out
+
+
+#: Above this many runs of equal keys, _group_rows gathers rows with NumPy instead of slicing
+#: run by run in Python.
+_MAX_LOOP_RUNS = 4096
+
+
+def _slice_runs(
+    gr: GroupRuns, rows: np.ndarray, pos: np.ndarray, counts: np.ndarray
+) -> list[tuple[int, np.ndarray]]:
+    """(group, its selected rows in row order) from slices of `rows`, one per run."""
+    out = []
+    for g in range(gr.n_groups):
+        runs = gr.run_order[gr.group_first[g] : gr.group_first[g + 1]]
+        runs = runs[counts[runs] > 0]
+        if runs.size == 1:
+            r = int(runs[0])
+            out.append((g, rows[pos[r] : pos[r + 1]]))
+        elif runs.size:
+            out.append((g, np.concatenate([rows[pos[r] : pos[r + 1]] for r in runs.tolist()])))
+    return out
+
+
+def _gather_runs(
+    gr: GroupRuns, rows: np.ndarray, pos: np.ndarray, counts: np.ndarray
+) -> list[tuple[int, np.ndarray]]:
+    """As :func:`_slice_runs`, with one NumPy gather for all runs (O(rows), no Python loop
+    over runs)."""
+    start, length = pos[:-1][gr.run_order], counts[gr.run_order]
+    offsets = np.cumsum(length) - length
+    order = np.repeat(start - offsets, length) + np.arange(int(length.sum()))
+    grouped = rows[order]
+    sizes = np.bincount(gr.group, weights=counts, minlength=gr.n_groups).astype(np.int64)
+    ends = np.cumsum(sizes)
+    return [(g, grouped[ends[g] - sizes[g] : ends[g]]) for g in np.flatnonzero(sizes).tolist()]
 
 
 def _make_chunk(
@@ -545,11 +625,13 @@ def _make_chunk(
     token: str,
     cols: tuple[str, ...],
     rows: np.ndarray,
+    contiguous: bool,
     max_rows: int | None,
     chunk_bytes: int,
     has_wtsp: bool,
     flag_row: np.ndarray,
 ) -> Chunk:
+    """One Chunk; `contiguous`: `rows` is one ascending range (slices instead of gathers)."""
     idx = info.index
     r0 = int(rows[0])
     ddid = int(idx.ddid[r0])
@@ -562,11 +644,18 @@ def _make_chunk(
         for c in cols
     )
     limit = max_rows if max_rows is not None else max(1, int(chunk_bytes) // max(row_bytes, 1))
-    time = idx.time[rows]
+    r0, r1 = int(rows[0]), int(rows[-1]) + 1
+    sel_rows = slice(r0, r1) if contiguous else rows
+    time = idx.time[sel_rows].copy() if contiguous else idx.time[rows]
     blocks = []
     for a, b in _block_bounds(time, int(limit)):
-        starts, lens = _runs(rows[a:b])
-        blocks.append(_BlockPlan(a, b - a, starts, lens, flag_row[rows[a:b]]))
+        if contiguous:
+            starts, lens = np.array([r0 + a], np.int64), np.array([b - a], np.int64)
+            frow = flag_row[r0 + a : r0 + b]
+        else:
+            starts, lens = _runs(rows[a:b])
+            frow = flag_row[rows[a:b]]
+        blocks.append(_BlockPlan(a, b - a, starts, lens, frow))
     row_chunks = tuple(bp.nrow for bp in blocks)
     key = (
         f"{token}-{ddid}-{int(idx.field_id[r0])}-{int(idx.scan[r0])}-{int(idx.observation_id[r0])}"
@@ -586,15 +675,11 @@ def _make_chunk(
         else np.full(chans.size, np.nan),
         rows=rows,
         time=time,
-        antenna1=idx.antenna1[rows],
-        antenna2=idx.antenna2[rows],
+        antenna1=idx.antenna1[sel_rows].copy() if contiguous else idx.antenna1[rows],
+        antenna2=idx.antenna2[sel_rows].copy() if contiguous else idx.antenna2[rows],
         row_chunks=row_chunks,
         columns=cols,
-        _handle=handle,
-        _chan_plan=plan,
-        _blocks=tuple(blocks),
-        _has_wtsp=has_wtsp,
-        _key=key,
+        _plan=_ReadPlan(handle, plan, tuple(blocks), has_wtsp, key),
     )
 
 

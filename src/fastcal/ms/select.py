@@ -670,10 +670,13 @@ def select_rows(info: MSInfo, sel: Selection, *, include_autocorr: bool = True) 
         on its own, so the conflicting part is visible.
     """
     parts = _masks(info, sel, info.index, include_autocorr)
-    m = np.ones(info.n_rows, dtype=bool)
-    for _, part in parts:
-        m &= part
-    rows = np.flatnonzero(m).astype(np.int64)
+    if not parts:
+        rows = np.arange(info.n_rows, dtype=np.int64)
+    else:
+        m = parts[0][1].copy()
+        for _, part in parts[1:]:
+            m &= part
+        rows = np.flatnonzero(m).astype(np.int64, copy=False)
     if rows.size == 0:
         alone = "; ".join(f"{name} alone: {int(p.sum())} rows" for name, p in parts)
         raise SelectionError(

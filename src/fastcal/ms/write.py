@@ -270,6 +270,62 @@ class ChunkWriter:
                 self._t.close()
             self._t = None
 
+    def flush(self, unlock: bool = True) -> None:
+        """Write the buffered columns to disk and (by default) release casacore's table lock,
+        so that other processes waiting for it get their turn."""
+        if self._t is None:
+            return
+        with self._lock:
+            self._t.flush()
+            if unlock:
+                self._t.unlock()
+
+    def write_runs(
+        self, column: str, runs: Sequence[tuple[int, int, int]], values: np.ndarray
+    ) -> None:
+        """Write whole cells of `column` for runs of consecutive rows, one ``putcol`` per run.
+
+        The fast path of :meth:`write` for callers that already hold the row runs: no
+        sorting, no channel plan, no FLAG_ROW update (the caller writes FLAG_ROW itself).
+
+        Parameters
+        ----------
+        column : str
+            One of :data:`WRITABLE_COLUMNS` (existing in the MS).
+        runs : sequence of (offset, start row, n)
+            Rows ``start .. start + n - 1`` get ``values[offset : offset + n]``.
+        values : ndarray, C-contiguous
+            Whole cells in the column's dtype: (row, chan, corr), (row, corr) or (row,).
+
+        Raises
+        ------
+        ParameterError
+            DATA or another column that cannot be written; values of the wrong dtype or not
+            C-contiguous; runs outside `values`.
+        MSError
+            The table is closed or casacore fails (e.g. cell shape mismatch).
+        """
+        if self._t is None:
+            raise MSError(f"{self.path}: the ChunkWriter is closed")
+        col = _check_writable_column(column)
+        if values.dtype != _DTYPES[col] or not values.flags.c_contiguous:
+            raise ParameterError(
+                f"values for {col} must be a C-contiguous {np.dtype(_DTYPES[col]).name} array, "
+                f"got {values.dtype} (contiguous: {values.flags.c_contiguous})"
+            )
+        n_val = values.shape[0] if values.ndim else 0
+        if any(off < 0 or n < 0 or off + n > n_val for off, _, n in runs):
+            raise ParameterError(
+                f"runs {list(runs)!r} do not fit in {n_val} rows of values for {col}"
+            )
+        with self._lock:
+            bump_write_generation(self.path)
+            try:
+                for off, start, n in runs:
+                    self._t.putcol(col, values[off : off + n], start, n)
+            except RuntimeError as exc:
+                raise MSError(f"{self.path}: writing {col} failed: {exc}") from exc
+
     def write_chunk(
         self, chunk: Chunk, column: str, values: np.ndarray, block: int | None = None
     ) -> None:

@@ -52,7 +52,8 @@ from fastcal.pipeline.stage import (
 __all__ = [
     "CalEntry", "CalLibrary", "Context", "QAScore", "Stage", "StageResult", "StageError",
     "PlaceholderStage", "LoopStage", "PipelineRun", "run", "replay_commands", "terminal_progress",
-    "TerminalProgress", "add_cli_arguments", "run_from_args", "EXIT_OK", "EXIT_FAILED", "EXIT_INCOMPLETE",
+    "TerminalProgress", "add_cli_arguments", "cli_options", "run_from_args", "EXIT_OK", "EXIT_FAILED",
+    "EXIT_INCOMPLETE",
 ]
 
 logger = logging.getLogger(__name__)
@@ -326,6 +327,29 @@ def _csv(value: str) -> list[str]:
     return [s.strip() for s in value.split(",") if s.strip()]
 
 
+def _pwv_mm(value: str) -> float:
+    """``--pwv-mm``: a finite PWV >= 0 (mm)."""
+    try:
+        v = float(value)
+    except ValueError:
+        v = float("nan")
+    if not (v >= 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"--pwv-mm {value!r} is invalid; valid: a PWV >= 0 in mm, e.g. 1.5")
+    return v
+
+
+def _spw_id(value: str) -> int:
+    """``--representative-spw``: a spw id (int >= 0); flagdata checks it is a science spw."""
+    try:
+        v = int(value)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"--representative-spw {value!r} is invalid; valid: a science spw "
+                                         f"id (integer >= 0)")
+    return v
+
+
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``fastcal pipeline``."""
     parser.add_argument("vis", nargs="?", help="Measurement Set to calibrate (FLAG is modified)")
@@ -349,7 +373,17 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     opts.add_argument("--no-shadow", dest="flag_shadow", action="store_false", default=None,
                       help="do not flag shadowed antennas")
     opts.add_argument("--no-edgespw", dest="flag_edgespw", action="store_false", default=None,
-                      help="do not flag TDM edge channels")
+                      help="do not flag TDM edge channels nor FDM baseband-edge channels")
+    opts.add_argument("--no-online-flags", dest="flag_online", action="store_false", default=None,
+                      help="do not apply the online flags (FLAG_CMD)")
+    opts.add_argument("--no-lowtrans-flags", dest="flag_lowtrans", action="store_false", default=None,
+                      help="do not flag science spws of low atmospheric transmission")
+    opts.add_argument("--pwv-mm", dest="pwv_mm", type=_pwv_mm, default=None, metavar="MM",
+                      help="zenith PWV (mm) for the low-transmission flags (default: ASDM_CALWVR, else "
+                           "a WVR retrieval)")
+    opts.add_argument("--representative-spw", dest="representative_spw", type=_spw_id, default=None,
+                      metavar="SPW", help="representative science spw (low-transmission limit 0.05; the "
+                                          "other spws 0.1)")
     # SUPPRESS: when absent, do not override fastcal's global -q/-v given before the subcommand
     opts.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                       help="warnings and errors only")
@@ -358,7 +392,19 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 _OPTION_KEYS = ("bandpass_field", "flux_field", "phase_field", "target_field", "check_field",
-                "antpos_file", "refantignore", "flag_shadow", "flag_edgespw", "flux_csv")
+                "antpos_file", "refantignore", "flag_shadow", "flag_edgespw", "flux_csv",
+                "flag_online", "flag_lowtrans", "pwv_mm", "representative_spw")
+
+
+def cli_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Stage options (``ctx.options``) from parsed ``fastcal pipeline`` arguments; options not
+    given are None (:func:`run` drops them, so a resumed run keeps the saved ones)."""
+    options: dict[str, Any] = {k: getattr(args, k, None) for k in _OPTION_KEYS}
+    if getattr(args, "setjy", None):
+        from fastcal.pipeline.stages.setjy import parse_setjy_option
+
+        options["setjy_models"] = [parse_setjy_option(t) for t in args.setjy]
+    return options
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -378,11 +424,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     if getattr(args, "quiet", False):
         for h in logging.getLogger().handlers:
             h.setLevel(logging.WARNING)
-    options = {k: getattr(args, k, None) for k in _OPTION_KEYS}
-    if getattr(args, "setjy", None):
-        from fastcal.pipeline.stages.setjy import parse_setjy_option
-
-        options["setjy_models"] = [parse_setjy_option(t) for t in args.setjy]
+    options = cli_options(args)
     quiet = getattr(args, "quiet", False)
     res = run(args.vis, args.out, stages=args.stages, start=args.start, stop=args.stop,
               restart=args.restart, options=options,

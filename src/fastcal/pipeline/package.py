@@ -12,10 +12,13 @@
 
 Theoretical rms per science spw and target (radiometer equation,
 :func:`fastcal.pipeline.qa.theoretical_rms_jy`): Tsys = median of the SYSCAL Tsys spectra of
-the Tsys spw covering the science spw (same baseband), bandwidth = spw bandwidth without the
-flagged TDM edge channels, time = integration time on the target, N = antennas in the MS,
-two polarisations, aperture efficiency 0.7, no correlator/quantisation loss (fastcal's
-simulator). The achieved rms needs calibrated data and is not measured in this version.
+the Tsys spw covering the science spw (same baseband), bandwidth = spw bandwidth times the
+fraction of channels the flagdata stage left (TDM edge channels ``edge_channels`` and FDM
+baseband-edge channels ``fdm_edge_channels`` removed; :func:`effective_bandwidth_hz`),
+time = integration time on the target, N = antennas in the MS, two polarisations, aperture
+efficiency 0.7, no correlator/quantisation loss (fastcal's simulator). Spws that flagdata
+flagged entirely for low atmospheric transmission (``lowtrans_spws``) get no row (the README
+says so). The achieved rms is measured by the qa stage (README column "achieved").
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from fastcal.pipeline.context import CalLibrary, Context, format_calapply_text
 from fastcal.pipeline.qa import theoretical_rms_jy
 from fastcal.pipeline.stage import COMMANDS_LOG, read_commands_log
 
-__all__ = ["science_spw_tsys", "theoretical_rms_table", "write_package", "rerun_script", "stage_notes"]
+__all__ = ["science_spw_tsys", "effective_bandwidth_hz", "lowtrans_spws", "theoretical_rms_table", "write_package", "rerun_script", "stage_notes"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,23 +73,63 @@ def science_spw_tsys(info, science_spws) -> dict[int, float]:
     return out
 
 
+def _flagdata_outputs(ctx: Context) -> dict[str, Any]:
+    return ctx.results.get("flagdata", {}).get("outputs", {}) or {}
+
+
+def effective_bandwidth_hz(spw, edge_per_side: int = 0, flagged_channels=()) -> float:
+    """Bandwidth (Hz) of a spw without its flagged edge channels.
+
+    Parameters
+    ----------
+    spw : SpwInfo
+        ``total_bandwidth`` (Hz) and ``num_chan``; the channels are taken as equally wide.
+    edge_per_side : int
+        TDM edge channels flagged at each end (flagdata ``edge_channels``).
+    flagged_channels : iterable of int
+        Other flagged channel indices (flagdata ``fdm_edge_channels``); overlaps with the TDM
+        edges and out-of-range indices count once / not at all.
+
+    Returns
+    -------
+    float
+        ``total_bandwidth x n_kept / num_chan`` (0.0 when every channel is flagged).
+    """
+    n = int(spw.num_chan)
+    if n <= 0:
+        return 0.0
+    k = max(int(edge_per_side), 0)
+    gone = set(range(min(k, n))) | set(range(max(n - k, 0), n))
+    gone |= {int(c) for c in flagged_channels if 0 <= int(c) < n}
+    return float(spw.total_bandwidth) * (n - len(gone)) / n
+
+
+def lowtrans_spws(ctx: Context) -> list[int]:
+    """Science spws the flagdata stage flagged entirely for low transmission ([] if none/not run)."""
+    return sorted(int(s) for s in _flagdata_outputs(ctx).get("lowtrans_spws", []) or [])
+
+
 def theoretical_rms_table(ctx: Context) -> list[dict[str, Any]]:
-    """Rows ``{field, spw, tsys_k, bandwidth_hz, time_s, n_ant, rms_jy}`` per target and spw."""
+    """Rows ``{field, spw, tsys_k, bandwidth_hz, time_s, n_ant, rms_jy}`` per target and
+    science spw (not for the low-transmission spws; see the module docstring)."""
     info = ctx.info
     tsys = science_spw_tsys(info, ctx.science_spws)
-    edges = {int(k): v for k, v in ctx.results.get("flagdata", {}).get("outputs", {})
-             .get("edge_channels", {}).items()}
+    fd = _flagdata_outputs(ctx)
+    edges = {int(k): int(v) for k, v in (fd.get("edge_channels", {}) or {}).items()}
+    fdm = {int(k): list(v) for k, v in (fd.get("fdm_edge_channels", {}) or {}).items()}
+    low = set(lowtrans_spws(ctx))
     tos = ctx.ms.get("time_on_source_s", {})
     n_ant = len(info.antennas)
     diam = float(np.median([a.dish_diameter for a in info.antennas]))
     rows = []
     for f in ctx.roles.get("target", []):
         for sid in ctx.science_spws:
-            sp = info.spws[sid]
-            bw = float(sp.total_bandwidth) * (1 - 2 * edges.get(sid, 0) / max(sp.num_chan, 1))
+            if sid in low:
+                continue
+            bw = effective_bandwidth_hz(info.spws[sid], edges.get(sid, 0), fdm.get(sid, ()))
             t = float(tos.get(f, 0.0))
             rms = (theoretical_rms_jy(tsys[sid], bw, t, n_ant, dish_diameter_m=diam)
-                   if sid in tsys and t > 0 and n_ant >= 2 else float("nan"))
+                   if sid in tsys and t > 0 and n_ant >= 2 and bw > 0 else float("nan"))
             rows.append(dict(field=f, spw=sid, tsys_k=tsys.get(sid, float("nan")), bandwidth_hz=bw,
                              time_s=t, n_ant=n_ant, rms_jy=rms))
     return rows
@@ -167,6 +210,10 @@ def _readme(ctx: Context, rms_rows, qa_rows, notes) -> str:
                  f"{r['time_s']:7.1f} {1e3 * r['rms_jy']:12.4f} {a_txt}")
     if not rms_rows:
         L.append("  (no target field, or no importdata stage yet)")
+    low = lowtrans_spws(ctx)
+    if low:
+        L.append(f"  spws {', '.join(map(str, low))}: flagged for low atmospheric transmission (flagdata), "
+                 f"no theoretical rms")
     fluxes = ctx.results.get("fluxscale", {}).get("outputs", {}).get("fluxes", {})
     L += ["", "Calibrator fluxes (fluxscale)", "-" * 29]
     for name, f in fluxes.items():
