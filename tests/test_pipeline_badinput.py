@@ -349,6 +349,15 @@ def test_bandpass_calibrator_fully_flagged_stops_naming_a_stage(tiny_ms, copy_ms
     failed = re.match(r"stage '(\w+)'", str(exc.value)).group(1)
     _check_package(out, _stopped_at(out, failed))
     assert "flagged" in _state(out)["results"][failed]["error"]
+    # the wvr stage is not the one that stops: its improvement check falls back to the phase
+    # calibrator, said in the README's fallbacks
+    names = stage_names()
+    assert names.index(failed) > names.index("wvr")
+    wvr = _state(out)["results"]["wvr"]
+    assert wvr["status"] == "ok" and wvr["outputs"]["improvement_intents"] == ["PHASE"]
+    readme = _text(out, "README")
+    fallbacks = readme.split("Fallbacks and skipped stages", 1)[1].split("\n\n", 1)[0]
+    assert "wvr" in fallbacks and "phase calibrator only" in fallbacks
 
 
 @pytest.mark.parametrize("stage, options, match", [
@@ -356,7 +365,8 @@ def test_bandpass_calibrator_fully_flagged_stops_naming_a_stage(tiny_ms, copy_ms
     ("setjy", {"flux_csv": "/nonexistent/flux.csv"}, r"/nonexistent/flux.csv does not exist"),
     ("refant", {"refantignore": "XX99"}, r"refantignore: 'XX99' is not an antenna.*valid: DA41"),
     ("antpos", {"antpos_file": "/nonexistent/antennapos.csv"}, r"/nonexistent/antennapos.csv"),
-], ids=["setjy_field", "flux_csv", "refantignore", "antpos_file"])
+    ("flagdata", {"representative_spw": 0}, r"representative_spw=0 is not a science spw .*valid: \[3, 4\]"),
+], ids=["setjy_field", "flux_csv", "refantignore", "antpos_file", "representative_spw"])
 def test_bad_options_stop_naming_the_stage_and_option(tiny_ms, copy_ms, tmp_path, stage, options, match):
     ms = copy_ms(tiny_ms[0])
     out = tmp_path / "out"

@@ -13,6 +13,7 @@ import pytest
 from fastcal.errors import ParameterError
 from fastcal.ms import open_ms
 from fastcal.pipeline import StageError, run
+from fastcal.pipeline.package import stage_notes
 from fastcal.pipeline.stage import COMMANDS_LOG, read_commands_log
 from fastcal.pipeline.stages.wvr import wvr_outlier_antennas
 from fastcal.simulate import SimConfig, simulate
@@ -99,6 +100,7 @@ def test_improvement_uses_both_calibrators_by_default(tiny_ms, tmp_path):
     r = res.context.results["wvr"]
     assert r["outputs"]["improvement_intents"] == ["PHASE", "BANDPASS"]
     assert not any("phase calibrator only" in m for m in r["messages"])
+    assert r["outputs"]["fallbacks"] == [] and not [n for n in stage_notes(res.context) if n[0] == "wvr"]
     assert [sorted(kw) for kw in _improvement_calls(out)] == [["table", "vis"]]
 
 
@@ -116,6 +118,7 @@ def test_bandpass_calibrator_flagged_falls_back_to_phase_calibrator(tiny_ms, cop
     assert res.context.callib.get("wvr").path == o["caltable"]
     assert any("CALIBRATE_BANDPASS" in m and "phase calibrator only" in m for m in r["messages"])
     assert "phase calibrator only" in caplog.text
+    assert o["fallbacks"] and ("wvr", o["fallbacks"][0]) in stage_notes(res.context)  # README section
     # the failed call is not in the commands log; every logged check names the fallback
     calls = _improvement_calls(out)
     assert len(calls) == len(o["iterations"]) and all(kw["intents"] == ["PHASE"] for kw in calls)

@@ -231,11 +231,15 @@ def _readme(ctx: Context, rms_rows, qa_rows, notes) -> str:
 
 def stage_notes(ctx: Context) -> list[tuple[str, str]]:
     """(stage, message) of the fallbacks and reasons worth reading in the README: every
-    message of importdata (roles, spw roles, missing SYSCAL/WVR) and of skipped stages."""
+    message of importdata (roles, spw roles, missing SYSCAL/WVR) and of skipped stages, and
+    the ``outputs["fallbacks"]`` messages of any other stage (e.g. the wvr stage's
+    improvement check on the phase calibrator only)."""
     out = []
     for name, r in ctx.results.items():
         if name == "importdata" or r.get("status") == "skipped":
             out += [(name, m) for m in r.get("messages", [])]
+        else:
+            out += [(name, str(m)) for m in (r.get("outputs") or {}).get("fallbacks", []) or []]
     return out
 
 

@@ -25,8 +25,9 @@ WVR. Every iteration (wvrflag, improvement, per-antenna ratio and Disc) is recor
 ``SolveError``, e.g. every bandpass-calibrator row of the science spws flagged), the check is
 done again on the phase calibrator only (``intents=['PHASE']``) for this and every later
 iteration; the fallback is logged (warning), said in the messages and recorded in
-``outputs["improvement_intents"]``; the failed call is dropped from the commands log (it
-wrote nothing). If the phase calibrator alone fails too, the stage fails with that error.
+``outputs["improvement_intents"]`` and ``outputs["fallbacks"]`` (which the README lists under
+"Fallbacks and skipped stages"); the failed call is dropped from the commands log (it wrote
+nothing). If the phase calibrator alone fails too, the stage fails with that error.
 
 ``smooth`` = the correlator integration time (median INTERVAL of the cross-correlation rows),
 as the pipeline's ``hm_smooth='automatic'``: the WVR path averaged over each integration, as
@@ -225,6 +226,7 @@ class WvrStage(Stage):
             ctx.register_table("wvr", path, interp="nearest", calwt=False)
         outputs.update(improvement=float(imp.score), applied=applied, wvrflag=list(wvrflag),
                        iterations=iterations, improvement_intents=qa_intents or ["PHASE", "BANDPASS"],
+                       fallbacks=[fallback_msg] if fallback_msg else [],
                        rms_without_deg=np.asarray(imp.rms_without_deg).tolist(),
                        rms_with_deg=np.asarray(imp.rms_with_deg).tolist())
         msgs = [f"WVR improvement {imp.score:.2f}: " + ("applied" if applied else
