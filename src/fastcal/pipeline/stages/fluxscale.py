@@ -2,11 +2,18 @@
 (hifa_gfluxscale, reference sections 7.3-7.4 and 8 stage 16), simplified.
 
 1. Phase solve ``calmode='p'``, ``solint='int'``, ``minsnr=2`` on the flux and transfer
-   calibrators, with the prior tables (antpos, Tsys, WVR) and the bandpass pre-applied;
+   calibrators, with the prior tables (antpos, Tsys, WVR), the bandpass and (when spwphaseup
+   registered it) the spw phase-offset table pre-applied, following the spwphaseup mapping
+   of the phase calibrator (:func:`~fastcal.pipeline.stages.spwphaseup.phase_plan`:
+   ``spwmap``, or ``combine='spw'``/``gaintype='T'``/``interp='linearPD'``);
 2. amplitude solve ``calmode='a'``, ``solint='inf'`` per scan, ``minsnr=2``, with the phases
-   pre-applied; the flux calibrator is solved against its setjy model, the others against 1 Jy;
+   pre-applied (with that mapping); the flux calibrator is solved against its setjy model,
+   the others against 1 Jy;
 3. :func:`fastcal.fluxscale.fluxscale` (reference = flux fields, transfer = phase and check
-   fields, and the bandpass calibrator when it is not the flux calibrator);
+   fields, and the bandpass calibrator when it is not the flux calibrator), with the
+   ``refspwmap`` of the fluxcalflag stage when it maps spws (spws of a solar-system flux
+   calibrator mostly covered by lines take the reference amplitudes of another spw; not
+   passed when it is ``[-1]``/empty or fluxcalflag did not run);
 4. the derived fluxes (fitted I at the fit reference frequency and spectral index) are set as
    setjy models of the transfer fields, so later amplitude solves are in Jy; ``flux.csv`` is
    written to ``calibration/``. The fluxscale table itself is not applied (as in the pipeline).
@@ -15,7 +22,7 @@ QA: per transfer field, :func:`~fastcal.pipeline.qa.flux_deviation_score` agains
 catalogue flux when the options give one (``setjy_models`` or ``flux_csv``). Outliers of these
 calibrators are flagged before, by the ``gfluxscaleflag`` stage
 (:mod:`fastcal.pipeline.stages.gfluxscaleflag`) when the recipe has it. Not in this version:
-spw phase-up mapping, resolved-calibrator uv limits.
+resolved-calibrator uv limits.
 """
 
 from __future__ import annotations
@@ -29,8 +36,9 @@ from fastcal.pipeline.context import Context
 from fastcal.pipeline.qa import QAScore, flux_deviation_score
 from fastcal.pipeline.stage import OK, SKIPPED, PlotSpec, Stage, StageResult
 from fastcal.pipeline.stages.bandpass import PRIOR_TABLES
+from fastcal.pipeline.stages.spwphaseup import phase_plan, phase_prior, solve_phase
 
-__all__ = ["FluxscaleStage", "catalogue_flux"]
+__all__ = ["FluxscaleStage", "catalogue_flux", "fluxcal_refspwmap"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +70,28 @@ def catalogue_flux(ctx: Context, field: str, freq_hz: float) -> float | None:
     return None
 
 
+def fluxcal_refspwmap(ctx: Context) -> list[int] | None:
+    """The fluxcalflag stage's ``refspwmap`` when it maps spws, else None (stage not run, or
+    ``[-1]``/empty: fluxscale then uses each spw's own reference amplitudes).
+
+    Raises
+    ------
+    ParameterError
+        A stored map that is not a list of spw ids >= 0.
+    """
+    res = ctx.results.get("fluxcalflag") or {}
+    if res.get("status") != OK:
+        return None
+    m = (res.get("outputs") or {}).get("refspwmap")
+    if not m or list(m) == [-1]:
+        return None
+    if not isinstance(m, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                    for v in m):
+        raise ParameterError(f"fluxcalflag refspwmap {m!r} is invalid; valid: [-1] or a list of spw ids >= 0; "
+                             f"run fluxcalflag again")
+    return [int(v) for v in m]
+
+
 class FluxscaleStage(Stage):
     """Flux bootstrapping onto the phase/check calibrators (simplified, see the module)."""
 
@@ -85,8 +115,10 @@ class FluxscaleStage(Stage):
             ctx.callib.get("bandpass")
         except ParameterError as exc:
             raise ParameterError("fluxscale needs the bandpass table; run the bandpass stage first") from exc
-        prior = [n for n in PRIOR_TABLES if any(e.name == n for e in ctx.callib)] + ["bandpass"]
+        prior = phase_prior(ctx, [n for n in PRIOR_TABLES if any(e.name == n for e in ctx.callib)] + ["bandpass"])
         pre = ctx.preapply(*prior)
+        plan = phase_plan(ctx)
+        refspwmap = fluxcal_refspwmap(ctx)
         fields = ",".join(ref + transfer)
         spw = ",".join(map(str, ctx.science_spws))
         refant = ",".join(ctx.refant)
@@ -95,12 +127,13 @@ class FluxscaleStage(Stage):
         ftab = ctx.path("working", f"{ctx.vis_name}.fluxscale.tbl")
         common = dict(vis=ctx.vis, field=fields, spw=spw, refant=refant, minblperant=4, minsnr=2.0,
                       overwrite=True)
-        ctx.call(solve_gains, caltable=ph, solint="int", calmode="p", **common, **pre)
+        solve_phase(ctx, plan, ph, field=fields, solint="int", minsnr=2.0, pre=pre)
         ctx.call(solve_gains, caltable=amp, solint="inf", calmode="a", **common,
                  gaintable=pre["gaintable"] + [ph], gainfield=pre["gainfield"] + [""],
-                 interp=pre["interp"] + ["linear"], spwmap=pre["spwmap"] + [[]])
+                 interp=pre["interp"] + [plan.interp], spwmap=pre["spwmap"] + [list(plan.spwmap)])
+        extra = dict(refspwmap=refspwmap) if refspwmap else {}
         res = ctx.call(fluxscale, caltable=amp, reference=",".join(ref), transfer=",".join(transfer),
-                       vis=ctx.vis, fluxtable=ftab, overwrite=True)
+                       vis=ctx.vis, fluxtable=ftab, overwrite=True, **extra)
         csv_path = ctx.path("calibration", "flux.csv")
         write_flux_csv(csv_path, res, ms=ctx.vis_name, vis=ctx.vis, overwrite=True)
         qa: list[QAScore] = []
@@ -126,9 +159,13 @@ class FluxscaleStage(Stage):
             qa.append(QAScore("flux_missing", float(len(missing)), 0.2,
                               f"no flux derived for {', '.join(missing)}", "fields"))
         ran = ctx.results.get("gfluxscaleflag", {}).get("status") == OK
-        msgs.append("simplified: no spw phase-up mapping, no resolved-source uv limits"
+        msgs.append(f"phase solutions: {plan.describe()}")
+        if refspwmap:
+            msgs.append(f"refspwmap {refspwmap} from fluxcalflag (spws mostly in lines of the flux calibrator)")
+        msgs.append("simplified: no resolved-source uv limits"
                     + ("" if ran else ", no gfluxscaleflag (stage not in the recipe)"))
-        return StageResult(self.name, OK, inputs=dict(reference=ref, transfer=transfer, prior_tables=prior),
+        return StageResult(self.name, OK, inputs=dict(reference=ref, transfer=transfer, prior_tables=prior,
+                                                      refspwmap=refspwmap or [-1]),
                            outputs=dict(fluxes=fluxes, flux_csv=csv_path, amp_table=amp),
                            qa=qa, messages=msgs,
                            plots=[PlotSpec("flux_spectrum", f"Derived flux of {name}",

@@ -16,9 +16,13 @@ check calibrators (the bandpass calibrator too when it is the flux calibrator):
    thresholds (same as hifa_bandpassflag / the calflag loop: channel, antenna x scan,
    integration and baseline views, and the target flags implied by the phase calibrator).
 
-The preliminary tables stay in ``working/`` and are not registered; CORRECTED_DATA of these
-fields is overwritten by the applycal stage later. Not in this version: the spwphaseup spw
-mapping/combination. QA: the pipeline's flagged-fraction score of the newly flagged data.
+The preliminary phase solve follows the spwphaseup mapping of the phase calibrator
+(:func:`~fastcal.pipeline.stages.spwphaseup.phase_plan`: ``spwmap``, or ``combine='spw'``,
+``gaintype='T'`` and ``interp='linearPD'``) in the amplitude pre-apply and the applycal, and
+the spw phase-offset table is pre-applied when spwphaseup registered it; without a mapping
+the calls are those of the unmapped recipe. The preliminary tables stay in ``working/`` and
+are not registered; CORRECTED_DATA of these fields is overwritten by the applycal stage
+later. QA: the pipeline's flagged-fraction score of the newly flagged data.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from fastcal.pipeline.qa import QAScore, agent_flagged_score
 from fastcal.pipeline.stage import OK, SKIPPED, Stage, StageResult
 from fastcal.pipeline.stages.bandpass import PRIOR_TABLES
 from fastcal.pipeline.stages.calflag import flag_corrected_outliers
+from fastcal.pipeline.stages.spwphaseup import phase_plan, phase_prior, solve_phase
 
 __all__ = ["GfluxscaleflagStage"]
 
@@ -56,21 +61,22 @@ class GfluxscaleflagStage(Stage):
             ctx.callib.get("bandpass")
         except ParameterError as exc:
             raise ParameterError("gfluxscaleflag needs the bandpass table; run the bandpass stage first") from exc
-        prior = [n for n in PRIOR_TABLES if any(e.name == n for e in ctx.callib)] + ["bandpass"]
+        prior = phase_prior(ctx, [n for n in PRIOR_TABLES if any(e.name == n for e in ctx.callib)] + ["bandpass"])
         pre = ctx.preapply(*prior)
+        plan = phase_plan(ctx)
         spw = ",".join(map(str, ctx.science_spws))
         ph = ctx.path("working", f"{ctx.vis_name}.gfluxscaleflag_ph.tbl")
         amp = ctx.path("working", f"{ctx.vis_name}.gfluxscaleflag_amp.tbl")
         common = dict(vis=ctx.vis, field=",".join(fields), spw=spw, refant=",".join(ctx.refant), minblperant=4,
                       minsnr=2.0, overwrite=True)
-        ctx.call(solve_gains, caltable=ph, solint="int", calmode="p", **common, **pre)
+        solve_phase(ctx, plan, ph, field=",".join(fields), solint="int", minsnr=2.0, pre=pre)
         ctx.call(solve_gains, caltable=amp, solint="inf", calmode="a", **common,
                  gaintable=pre["gaintable"] + [ph], gainfield=pre["gainfield"] + ["nearest"],
-                 interp=pre["interp"] + ["linear"], spwmap=pre["spwmap"] + [[]])
+                 interp=pre["interp"] + [plan.interp], spwmap=pre["spwmap"] + [list(plan.spwmap)])
         tabs = ctx.tables(*prior)
         rep = ctx.call(applycal, vis=ctx.vis, field=",".join(fields), spw=spw,
                        gaintable=tabs["gaintable"] + [ph, amp], gainfield=tabs["gainfield"] + ["nearest", "nearest"],
-                       interp=tabs["interp"] + ["linear", "linear"], spwmap=tabs["spwmap"] + [[], []],
+                       interp=tabs["interp"] + [plan.interp, "linear"], spwmap=tabs["spwmap"] + [list(plan.spwmap), []],
                        calwt=tabs["calwt"] + [False, True], applymode="calflag", flagbackup=False)
         ctx.refresh()
         n_apply = int(rep.n_newly_flagged)
@@ -88,7 +94,7 @@ class GfluxscaleflagStage(Stage):
         qa = [agent_flagged_score(frac, "gfluxscaleflag")]
         msgs = [f"{summary.n_new} visibilities flagged ({summary.n_target} on targets), "
                 f"{n_apply} by failed preliminary solutions",
-                "simplified: no spwphaseup spw mapping/combination"]
+                f"preliminary phases: {plan.describe()}"]
         if summary.refused:
             msgs.append("not flagged (would flag too much; calibration problem?): "
                         + ", ".join(f"{k} {100 * v:.0f}%" for k, v in summary.refused.items()))
@@ -99,5 +105,6 @@ class GfluxscaleflagStage(Stage):
                                         antennas=summary.antennas, target=summary.target,
                                         n_new=summary.n_new, n_target=summary.n_target,
                                         n_applycal=n_apply, n_total=summary.n_total,
-                                        tables=dict(phase=ph, amp=amp)),
+                                        tables=dict(phase=ph, amp=amp), phase_spwmap=list(plan.spwmap),
+                                        phase_combine=plan.combine),
                            qa=qa, messages=msgs)

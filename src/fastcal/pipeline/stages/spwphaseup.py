@@ -23,19 +23,41 @@ Mapping (:func:`spw_mapping`, the pipeline's ``hm_spwmapmode='auto'``; ``phasesn
 * no SNR at all (every solution flagged): no mapping, with a warning (the pipeline then maps
   narrow spws to wide ones by bandwidth, not implemented here).
 
+Use of the mapping (:func:`phase_plan`, :func:`solve_phase`): the phase solves of
+gfluxscaleflag, fluxscale and timegaincal use the mapping of the phase calibrator(s) (intent
+PHASE; with several that disagree, a combining one, else the first that maps something):
+without combination every spw is solved as before and the table is applied with
+``spwmap`` (``interp='linear'``); with combination each group is solved with
+``combine='spw'``, ``gaintype='T'`` (one table, the groups' solutions under their lowest
+spw) and applied with the combination ``spwmap`` and ``interp='linearPD'`` (the pipeline's
+``get_phaseup_overrides``).
+
+Spw phase offsets: when the mapping re-maps or combines spws, the stage also solves the
+pipeline's phase-offset table (``spwphaseup_offsets``): ``calmode='p'``, ``gaintype='G'``,
+``solint='inf'`` per scan, ``minsnr=3``, ``minblperant=4`` per spw on the bandpass
+calibrator, with the prior tables and the bandpass pre-applied, registered for every intent
+(``gainfield=''``, ``interp='linear'``, ``calwt=False``) and pre-applied by the later solves.
+It carries each spw's instrumental phase relative to the others (the bandpass is normalised
+to zero mean phase per spw), which a mapped or combined spw would otherwise take from
+another spw. The pipeline registers this table always; fastcal only when a mapping is in use,
+so an unmapped run is unchanged.
+
 QA (the pipeline's ``score_phaseup_spw_median_snr_for_phase`` / ``..._for_check`` and
 ``score_phaseup_mapping_fraction``): per field and spw that is not re-mapped, median SNR
 <= 0.3 / 0.5 / 0.75 x ``phasesnr`` -> 0.33 / 0.66 / 0.9, else 1.0 (check sources: 0.7 / 0.8 /
 0.9); mapping: none -> 1.0, within one sideband -> 0.9, across sidebands or combined -> 0.66.
 
-Not in this version: the spw-to-spw phase-offset table on the bandpass calibrator, the
-decoherence (phase RMS) assessment, and the use of the mapping by timegaincal (the result is
-in ``outputs``; the temporary tables stay in ``working/``).
+Not in this version: the SNR estimate from the catalogue, the decoherence (phase RMS)
+assessment, the pipeline's shorter combined-spw ``solint`` for the per-integration phase
+table (a quarter of the shortest phase scan), per-field mappings (one mapping serves all
+phase calibrators) and the check source's own mapping (the check source gets the phase
+calibrator's solutions); the temporary SNR tables stay in ``working/``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -48,13 +70,16 @@ from fastcal.pipeline.context import Context
 from fastcal.pipeline.qa import QAScore
 from fastcal.pipeline.stage import OK, SKIPPED, Stage, StageResult
 
-__all__ = ["SpwMapping", "SpwphaseupStage", "spw_mapping", "spw_groups", "spw_snr_score", "spw_mapping_score",
-           "PHASESNR"]
+__all__ = ["SpwMapping", "SpwphaseupStage", "PhasePlan", "spw_mapping", "spw_groups", "spw_snr_score",
+           "spw_mapping_score", "select_phase_mapping", "phase_mapping", "phase_plan", "phase_prior",
+           "solve_phase", "merge_caltables", "PHASESNR", "OFFSETS_TABLE"]
 
 logger = logging.getLogger(__name__)
 
 PHASESNR = 32.0
 _PRIOR = ("antpos", "tsys", "wvr", "bandpass")
+#: Name of the spw phase-offset table in the cal library.
+OFFSETS_TABLE = "spwphaseup_offsets"
 
 
 @dataclass
@@ -183,6 +208,215 @@ def spw_mapping_score(mapping: SpwMapping, sidebands: Mapping[int, int], applies
                    "unmapped spws", applies_to)
 
 
+# ---------------------------------------------------------------- using the mapping
+
+
+def select_phase_mapping(fields: Mapping[str, Any]) -> SpwMapping | None:
+    """The one mapping used for the phase solutions, from spwphaseup's ``outputs["fields"]``.
+
+    Only fields with ``intent == "PHASE"`` count. None when no such field re-maps or combines
+    spws; else, when they disagree, the first combining mapping, otherwise the first that
+    re-maps something (a warning names the fields).
+
+    Parameters
+    ----------
+    fields : dict
+        Field name -> dict with ``intent`` and ``mapping`` (:meth:`SpwMapping.to_dict`).
+
+    Returns
+    -------
+    SpwMapping or None
+    """
+    maps = {}
+    for name, f in fields.items():
+        if f.get("intent", "PHASE") != "PHASE" or "mapping" not in f:
+            continue
+        m = f["mapping"]
+        try:
+            maps[name] = SpwMapping(**m)
+        except TypeError as exc:
+            raise ParameterError(f"spwphaseup mapping of field {name!r} is invalid ({m!r}): {exc}") from exc
+    used = {k: m for k, m in maps.items() if m.spwmap}
+    if not used:
+        return None
+    first = next(iter(used.values()))
+    distinct = {(tuple(m.spwmap), m.combine, m.gaintype) for m in maps.values()}
+    if len(distinct) > 1:
+        pick = next((k for k, m in used.items() if m.combine), next(iter(used)))
+        logger.warning("spwphaseup: phase calibrators %s have different spw mappings; using that of %s (%s)",
+                       sorted(maps), pick, used[pick].spwmap)
+        return used[pick]
+    return first
+
+
+def phase_mapping(ctx: Context) -> SpwMapping | None:
+    """The spwphaseup mapping for the phase solutions of `ctx`, or None (stage not run, or
+    it mapped nothing): :func:`select_phase_mapping` of its result."""
+    res = ctx.results.get("spwphaseup") or {}
+    if res.get("status") != OK:
+        return None
+    return select_phase_mapping((res.get("outputs") or {}).get("fields") or {})
+
+
+@dataclass
+class PhasePlan:
+    """How the phase solves and their application follow a spw mapping.
+
+    ``groups``: spws solved together (one solve per group when ``combine == "spw"``; else one
+    group of every science spw); ``combine``/``gaintype``: solve parameters; ``spwmap``/
+    ``interp``: apply parameters of the table; ``mapping``: the source (None = identity).
+    """
+
+    groups: list[list[int]]
+    combine: str = ""
+    gaintype: str = "G"
+    spwmap: list[int] = field(default_factory=list)
+    interp: str = "linear"
+    mapping: SpwMapping | None = None
+
+    @property
+    def mapped(self) -> bool:
+        return bool(self.spwmap)
+
+    def solve_kwargs(self) -> dict[str, Any]:
+        """``combine``/``gaintype`` for solve_gains (empty without a mapping, so the calls are
+        the same as without spwphaseup)."""
+        return dict(combine=self.combine, gaintype=self.gaintype) if self.combine else {}
+
+    def describe(self) -> str:
+        if not self.mapped:
+            return "no spw mapping"
+        if self.combine:
+            return f"spws combined (groups {self.groups}, gaintype T), applied with spwmap {self.spwmap}, linearPD"
+        return f"applied with spwmap {self.spwmap}"
+
+
+def phase_plan(ctx: Context, spws: Sequence[int] | None = None) -> PhasePlan:
+    """:class:`PhasePlan` of `ctx` for `spws` (default the science spws).
+
+    Raises
+    ------
+    ParameterError
+        The mapping sends a spw to one that is not among `spws` (spwphaseup ran with other
+        science spws: run it again).
+    """
+    spws = [int(s) for s in (ctx.science_spws if spws is None else spws)]
+    m = phase_mapping(ctx)
+    if m is None:
+        return PhasePlan(groups=[spws])
+    target = {s: m.mapped_to(s) for s in spws}
+    bad = {s: t for s, t in target.items() if t not in spws}
+    if bad:
+        raise ParameterError(f"spwphaseup spwmap {m.spwmap} maps spw(s) {sorted(bad)} to {sorted(set(bad.values()))}, "
+                             f"not among the science spws {sorted(spws)}; run spwphaseup again")
+    if not m.combine:
+        return PhasePlan(groups=[spws], spwmap=list(m.spwmap), mapping=m)
+    groups: dict[int, list[int]] = {}
+    for s in sorted(spws):
+        groups.setdefault(target[s], []).append(s)
+    return PhasePlan(groups=[groups[k] for k in sorted(groups)], combine="spw", gaintype="T",
+                     spwmap=list(m.spwmap), interp="linearPD", mapping=m)
+
+
+def phase_prior(ctx: Context, names: Sequence[str]) -> list[str]:
+    """`names` (registered prior tables) plus the spw phase-offset table when registered."""
+    return list(names) + ([OFFSETS_TABLE] if any(e.name == OFFSETS_TABLE for e in ctx.callib) else [])
+
+
+def solve_phase(ctx: Context, plan: PhasePlan, caltable: str, *, field: str, solint: str, minsnr: float,
+                pre: Mapping[str, list], minblperant: int = 4):
+    """Phase-only solve of `field` following `plan` (recorded through ``ctx.call``).
+
+    One :func:`fastcal.solve.solve_gains` call over every spw of the plan's groups, or, with
+    several combined groups, one call per group into ``working/`` and
+    :func:`merge_caltables` into `caltable`.
+
+    Returns
+    -------
+    CalTable
+    """
+    from fastcal.solve import solve_gains
+
+    common = dict(vis=ctx.vis, field=field, solint=solint, calmode="p", refant=",".join(ctx.refant),
+                  minblperant=minblperant, minsnr=minsnr, overwrite=True, **plan.solve_kwargs(), **pre)
+    if len(plan.groups) == 1:
+        return ctx.call(solve_gains, caltable=caltable, spw=",".join(map(str, plan.groups[0])), **common)
+    parts = []
+    for g in plan.groups:
+        part = ctx.path("working", f"{os.path.basename(caltable.rstrip('/'))}.spw{g[0]}")
+        ctx.call(solve_gains, caltable=part, spw=",".join(map(str, g)), **common)
+        parts.append(part)
+    return ctx.call(merge_caltables, tables=parts, caltable=caltable, overwrite=True)
+
+
+def merge_caltables(tables: Sequence[str], caltable: str, overwrite: bool = False):
+    """Write the rows of several caltables of one type and disjoint spws into one (CASA
+    ``gaincal(append=True)`` for per-group solves).
+
+    Parameters
+    ----------
+    tables : sequence of str
+        Input caltables (same ``VisCal`` type, no spw in two of them).
+    caltable : str
+        Output path.
+    overwrite : bool
+        Replace an existing `caltable`.
+
+    Returns
+    -------
+    CalTable
+
+    Raises
+    ------
+    ParameterError
+        No table, different types, or a spw in two tables.
+    """
+    import dataclasses
+
+    from fastcal.caltable import read_caltable
+
+    if not tables:
+        raise ParameterError("merge_caltables: tables is empty; valid: at least one caltable path")
+    tabs = [read_caltable(t) for t in tables]
+    types = {t.vis_cal for t in tabs}
+    if len(types) > 1:
+        raise ParameterError(f"merge_caltables: tables {list(tables)} have different types {sorted(types)}; "
+                             f"valid: one type")
+    seen: dict[int, str] = {}
+    for path, t in zip(tables, tabs, strict=True):
+        for s in np.unique(t.spw_id).tolist():
+            if s in seen:
+                raise ParameterError(f"merge_caltables: spw {s} is in both {seen[s]} and {path}; valid: "
+                                     f"disjoint spws")
+            seen[s] = path
+    cat = {k: np.concatenate([getattr(t, k) for t in tabs]) for k in
+           ("time", "interval", "field_id", "spw_id", "antenna1", "antenna2", "scan", "obs_id", "params",
+            "paramerr", "snr", "flag")}
+    weight = None if any(t.weight is None for t in tabs) else np.concatenate([t.weight for t in tabs])
+    freq: dict[int, np.ndarray] = {}
+    width: dict[int, np.ndarray] = {}
+    for t in tabs:
+        freq.update({s: v for s, v in t.chan_freq.items() if s in t.spw_id})
+        width.update({s: v for s, v in t.chan_width.items() if s in t.spw_id})
+    for t in tabs:  # spws without rows keep the first table's axes
+        for s, v in t.chan_freq.items():
+            freq.setdefault(s, v)
+        for s, v in t.chan_width.items():
+            width.setdefault(s, v)
+    extra: dict[str, Any] = {}
+    for t in tabs:  # per-spw dicts (solvestats) merged, other keys from the first table
+        for k, v in t.extra.items():
+            if isinstance(v, dict) and isinstance(extra.get(k), dict):
+                extra[k] = {**extra[k], **v}
+            else:
+                extra.setdefault(k, v)
+    extra["merged_from"] = [os.path.abspath(p) for p in tables]
+    out = dataclasses.replace(tabs[0], **cat, weight=weight, chan_freq=freq, chan_width=width, path=None,
+                              extra=extra)
+    out.write(caltable, overwrite=overwrite)
+    return out
+
+
 def _median_snr_per_spw(table, spws: Sequence[int]) -> dict[int, float | None]:
     out: dict[int, float | None] = {}
     for s in spws:
@@ -198,7 +432,8 @@ def _median_snr_per_spw(table, spws: Sequence[int]) -> dict[int, float | None]:
 
 
 class SpwphaseupStage(Stage):
-    """Per-spw phase SNR of the phase calibrators and the spw mapping (simplified)."""
+    """Per-spw phase SNR of the phase calibrators, the spw mapping and, when spws are mapped,
+    the spw phase-offset table (simplified)."""
 
     name = "spwphaseup"
     title = "phase SNR per spw and spw mapping for the phase solutions"
@@ -239,7 +474,33 @@ class SpwphaseupStage(Stage):
                            f"; spwmap {mapping.spwmap}" if mapping.spwmap else "; no spw mapping"))
             if mapping.low_combined_snr_spws:
                 msgs.append(f"{fname}: combined SNR still below {PHASESNR:g} for spws {mapping.low_combined_snr_spws}")
-        msgs.append("simplified: SNR measured by a per-scan phase solve (no catalogue estimate); no spw phase-offset "
-                    "table; timegaincal does not use the mapping in this version")
+        chosen = select_phase_mapping(per_field)
+        offsets = self._offsets(ctx, chosen, spws, pre, msgs)
+        msgs.append("simplified: SNR measured by a per-scan phase solve (no catalogue estimate); one mapping for all "
+                    "phase calibrators; phase-offset table only when spws are mapped")
         return StageResult(self.name, OK, inputs=dict(phasesnr=PHASESNR, prior_tables=prior, fields=phase + check),
-                           outputs=dict(fields=per_field), qa=qa, messages=msgs)
+                           outputs=dict(fields=per_field, phase_mapping=chosen.to_dict() if chosen else None,
+                                        offsets_table=offsets), qa=qa, messages=msgs)
+
+    def _offsets(self, ctx: Context, chosen: SpwMapping | None, spws: list[int], pre: dict[str, list],
+                 msgs: list[str]) -> str | None:
+        """Solve and register the spw phase-offset table when `chosen` maps spws (module doc)."""
+        from fastcal.solve import solve_gains
+
+        if chosen is None:
+            msgs.append("phase solutions: no spw mapping (gfluxscaleflag, fluxscale, timegaincal solve every spw)")
+            return None
+        bp = list(ctx.roles.get("bandpass", []))
+        how = (f"combine spws {chosen.spwmap}, gaintype T" if chosen.combine else f"spwmap {chosen.spwmap}")
+        if not bp:
+            msgs.append(f"phase solutions: {how}; no bandpass calibrator, so no spw phase-offset table (mapped "
+                        f"spws get the instrumental phase of the spw they are mapped to)")
+            return None
+        path = ctx.path("calibration", f"{ctx.vis_name}.{OFFSETS_TABLE}.tbl")
+        ctx.call(solve_gains, vis=ctx.vis, caltable=path, field=",".join(bp), spw=",".join(map(str, spws)),
+                 solint="inf", calmode="p", gaintype="G", refant=",".join(ctx.refant), minblperant=4, minsnr=3.0,
+                 overwrite=True, **pre)
+        ctx.register_table(OFFSETS_TABLE, path, interp="linear", gainfield="", calwt=False)
+        msgs.append(f"phase solutions: {how} (used by gfluxscaleflag, fluxscale, timegaincal); spw phase offsets "
+                    f"from {', '.join(bp)} registered ({os.path.basename(path)})")
+        return path

@@ -1,8 +1,8 @@
 """timegaincal: the final phase and amplitude tables (hifa_timegaincal, reference section 8
 stage 17), simplified.
 
-With the prior tables (antpos, Tsys, WVR) and the bandpass pre-applied, and the calibrator
-models from setjy/fluxscale:
+With the prior tables (antpos, Tsys, WVR), the bandpass and, when spwphaseup registered it,
+the spw phase-offset table pre-applied, and the calibrator models from setjy/fluxscale:
 
 * ``phase_int``: ``calmode='p'``, ``solint='int'``, ``minsnr=2`` on every calibrator; applied
   to the calibrators (``intents=CALIBRATE_*``, ``gainfield='nearest'``: each calibrator its own
@@ -14,11 +14,21 @@ models from setjy/fluxscale:
   with ``phase_int`` pre-applied; applied to the calibrators (``gainfield='nearest'``) and to
   the target/check (``gainfield`` = phase calibrator), ``calwt=True``.
 
+Spw mapping (the pipeline's ``get_phaseup_overrides``): both phase tables follow the
+spwphaseup mapping of the phase calibrator
+(:func:`~fastcal.pipeline.stages.spwphaseup.phase_plan`). Narrow-to-wide: every spw is solved
+and the tables are registered (and pre-applied to the amplitude solve) with the ``spwmap``,
+so a low-SNR spw gets the phases of its mapped spw. Combination: solved with
+``combine='spw'``, ``gaintype='T'`` per spw group, registered with the combination ``spwmap``
+and ``interp='linearPD'``. Amplitudes stay per spw. Without spwphaseup, or when it mapped
+nothing, the calls and tables are those of the unmapped recipe.
+
 QA: phase-transfer stability (:func:`~fastcal.pipeline.qa.phase_transfer_score`, median
-over antennas of the phase change between consecutive phase-calibrator scans), flagged
-fraction of the solutions, and the number of antennas whose per-scan amplitude lies outside
-0.5-1.5 x median (hif_lowgainflag limits; reported, not flagged, in this version). Not in this
-version: spw mapping/combination from spwphaseup, refantmode strict, diagnostic tables.
+over antennas of the phase change between consecutive phase-calibrator scans, over the spws
+that carry solutions), flagged fraction of the solutions, and the number of antennas whose
+per-scan amplitude lies outside 0.5-1.5 x median (hif_lowgainflag limits; reported, not
+flagged, in this version). Not in this version: the shorter combined-spw ``solint`` for the
+per-integration table, refantmode strict, diagnostic tables.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ from fastcal.pipeline.qa import (
 )
 from fastcal.pipeline.stage import OK, PlotSpec, Stage, StageResult
 from fastcal.pipeline.stages.bandpass import PRIOR_TABLES
+from fastcal.pipeline.stages.spwphaseup import OFFSETS_TABLE, phase_plan, phase_prior, solve_phase
 
 __all__ = ["TimegaincalStage", "scan_phase_rms"]
 
@@ -107,33 +118,34 @@ class TimegaincalStage(Stage):
             ctx.callib.get("bandpass")
         except ParameterError as exc:
             raise ParameterError("timegaincal needs the bandpass table; run the bandpass stage first") from exc
-        prior = [n for n in PRIOR_TABLES if any(e.name == n for e in ctx.callib)] + ["bandpass"]
+        prior = phase_prior(ctx, [n for n in PRIOR_TABLES if any(e.name == n for e in ctx.callib)] + ["bandpass"])
         pre = ctx.preapply(*prior)
+        plan = phase_plan(ctx)
         spw = ",".join(map(str, ctx.science_spws))
         refant = ",".join(ctx.refant)
         paths = {k: ctx.path("calibration", f"{ctx.vis_name}.{k}.tbl") for k in ("phase_int", "phase_scan", "amp_scan")}
         common = dict(vis=ctx.vis, spw=spw, refant=refant, minblperant=4, overwrite=True)
-        t_int = ctx.call(solve_gains, caltable=paths["phase_int"], field=",".join(cals), solint="int",
-                         calmode="p", minsnr=2.0, **common, **pre)
-        t_scan = ctx.call(solve_gains, caltable=paths["phase_scan"], field=",".join(phase), solint="inf",
-                          calmode="p", minsnr=3.0, **common, **pre)
+        t_int = solve_phase(ctx, plan, paths["phase_int"], field=",".join(cals), solint="int", minsnr=2.0, pre=pre)
+        t_scan = solve_phase(ctx, plan, paths["phase_scan"], field=",".join(phase), solint="inf", minsnr=3.0,
+                             pre=pre)
         t_amp = ctx.call(solve_gains, caltable=paths["amp_scan"], field=",".join(cals), solint="inf",
                          calmode="a", minsnr=2.0, **common,
                          gaintable=pre["gaintable"] + [paths["phase_int"]], gainfield=pre["gainfield"] + ["nearest"],
-                         interp=pre["interp"] + ["linear"], spwmap=pre["spwmap"] + [[]])
+                         interp=pre["interp"] + [plan.interp], spwmap=pre["spwmap"] + [list(plan.spwmap)])
         pf = ",".join(phase)
-        ctx.register_table("phase_int", paths["phase_int"], interp="linear", gainfield="nearest",
-                           calwt=False, intents=CAL_INTENTS)
-        ctx.register_table("phase_scan", paths["phase_scan"], interp="linear", gainfield=pf, calwt=False,
-                           intents=TARGET_INTENTS)
+        ctx.register_table("phase_int", paths["phase_int"], interp=plan.interp, gainfield="nearest",
+                           spwmap=list(plan.spwmap), calwt=False, intents=CAL_INTENTS)
+        ctx.register_table("phase_scan", paths["phase_scan"], interp=plan.interp, gainfield=pf,
+                           spwmap=list(plan.spwmap), calwt=False, intents=TARGET_INTENTS)
         ctx.register_table("amp_cal", paths["amp_scan"], interp="linear", gainfield="nearest", calwt=True,
                            intents=CAL_INTENTS)
         ctx.register_table("amp_target", paths["amp_scan"], interp="linear", gainfield=pf, calwt=True,
                            intents=TARGET_INTENTS)
         ref_idx = ctx.info.antenna_names.index(ctx.refant[0]) if ctx.refant else None
-        qa = [scan_phase_rms(t_scan, ctx.science_spws, ref_idx)]
-        flagged = {k: _flagged(t, ctx.science_spws) for k, t in
-                   (("phase_int", t_int), ("phase_scan", t_scan), ("amp_scan", t_amp))}
+        solved = sorted({plan.spwmap[s] if s < len(plan.spwmap) else s for s in ctx.science_spws})  # solutions used
+        qa = [scan_phase_rms(t_scan, solved, ref_idx)]
+        flagged = {k: _flagged(t, sp) for k, t, sp in
+                   (("phase_int", t_int, solved), ("phase_scan", t_scan, solved), ("amp_scan", t_amp, ctx.science_spws))}
         qa.append(flagged_fraction_score(max(flagged.values()), "gain solutions (worst table)"))
         amps = []
         for s in ctx.science_spws:
@@ -149,13 +161,16 @@ class TimegaincalStage(Stage):
             allamp = np.concatenate(amps, axis=2)
             out = lowgain_outliers(allamp)
             low = [ctx.info.antenna_names[i] for i in np.flatnonzero(out.any(axis=(0, 2)))]
-        msgs = ["simplified: no spwphaseup mapping/combination, no diagnostic tables"]
+        msgs = [f"phase solutions: {plan.describe()}"
+                + ("; spw phase offsets pre-applied" if OFFSETS_TABLE in prior else ""),
+                "simplified: 'int' phase solint also when spws are combined, no diagnostic tables"]
         if low:
             msgs.append(f"antennas with per-scan amplitudes outside 0.5-1.5 x median: {', '.join(low)} "
                         f"(reported here, not flagged; the lowgainflag stage flags such antennas)")
         return StageResult(
             self.name, OK, inputs=dict(calibrators=cals, phase=phase, prior_tables=prior),
-            outputs=dict(tables=paths, flagged_fraction=flagged, low_gain_antennas=low),
+            outputs=dict(tables=paths, flagged_fraction=flagged, low_gain_antennas=low,
+                         phase_spwmap=list(plan.spwmap), phase_combine=plan.combine, phase_interp=plan.interp),
             qa=qa, messages=msgs,
             plots=[PlotSpec("gain_vs_time", "Gain phase vs time (per integration)", {"table": paths["phase_int"]}),
                    PlotSpec("gain_vs_time", "Gain amplitude vs time (per scan)", {"table": paths["amp_scan"]})])
