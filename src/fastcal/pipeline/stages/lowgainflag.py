@@ -23,7 +23,13 @@ from fastcal.errors import ParameterError
 from fastcal.pipeline.context import Context
 from fastcal.pipeline.qa import lowgain_outliers, lowgain_score
 from fastcal.pipeline.stage import OK, Stage, StageResult
-from fastcal.pipeline.stages.bandpass import PRIOR_TABLES
+from fastcal.pipeline.stages.bandpass import (
+    PRIOR_TABLES,
+    _shortest_scan_s,
+    median_snr,
+    phaseup_solint,
+)
+from fastcal.pipeline.stages.wvr import science_int_time
 
 __all__ = ["LowgainflagStage", "flag_antennas", "NITER", "MIN_NANTS"]
 
@@ -99,7 +105,15 @@ class LowgainflagStage(Stage):
             bp = ctx.path("working", f"{ctx.vis_name}.lowgain_bp.tbl")
             amp = ctx.path("working", f"{ctx.vis_name}.lowgain_amp.tbl")
             common = dict(vis=ctx.vis, field=field, spw=spw, refant=refant, minblperant=4, overwrite=True)
-            ctx.call(solve_gains, caltable=ph, solint="int", calmode="p", minsnr=2.0, **common, **pre)
+            ph_tab = ctx.call(solve_gains, caltable=ph, solint="int", calmode="p", minsnr=2.0, **common, **pre)
+            # the bandpass stage's SNR-based phase-up solint: a low-SNR calibrator would
+            # otherwise lose receptors at solint='int' and, with few antennas, every solution
+            snr_int = median_snr(ph_tab, ctx.science_spws)
+            int_s, scan_s = science_int_time(ctx.vis), _shortest_scan_s(ctx, field.split(","))
+            solint = phaseup_solint(snr_int, int_s, scan_s) if int_s > 0 and scan_s > 0 else "int"
+            if solint != "int":
+                logger.info("lowgainflag phase-up SNR %.1f per integration: solint %s", snr_int, solint)
+                ctx.call(solve_gains, caltable=ph, solint=solint, calmode="p", minsnr=2.0, **common, **pre)
             ctx.call(solve_bandpass, caltable=bp, solint="inf", combine="scan", solnorm=True, minsnr=3.0,
                      gaintable=pre["gaintable"] + [ph], gainfield=pre["gainfield"] + [""],
                      interp=pre["interp"] + ["linear"], spwmap=pre["spwmap"] + [[]], **common)
