@@ -17,7 +17,7 @@ from fastcal.ms import (
     require_parallel_hands,
     write_column,
 )
-from fastcal.ms.info import REQUIRED_COLUMNS, clear_cache, disk_signature
+from fastcal.ms.info import INDEX_CACHE_ENV, REQUIRED_COLUMNS, clear_cache, disk_signature
 
 
 @pytest.fixture(scope="module")
@@ -239,9 +239,59 @@ def test_open_ms_cache_survives_visibility_writes(tiny_ms, copy_ms, monkeypatch)
     info = open_ms(path)  # new column: table.dat changed, read again
     assert "CORRECTED_DATA" in info.columns
     read = _spy_main_reads(monkeypatch, path)
-    c = read_chunks(info, ("DATA",))[0]
+    c = read_chunks(info, ("DATA", "FLAG"))[0]
     write_column(path, "CORRECTED_DATA", c.rows, np.zeros((c.n_row, c.n_chan, c.n_corr)))
     read.clear()
     again = open_ms(path)
     assert read == ["FLAG_ROW"]
     assert again.signature == disk_signature(path)  # read_chunks need not re-read FLAG_ROW
+    flags = c.read(["FLAG"])["FLAG"]
+    keep = (~flags).sum(axis=(1, 2)) >= 2  # rows that stay partly unflagged
+    flags[:, 0, 0] = True  # one more flag per row: FLAG_ROW does not change
+    write_column(path, "FLAG", c.rows[keep], flags[keep])
+    read.clear()
+    assert open_ms(path).index.flag_row.sum() == again.index.flag_row.sum()
+    assert read == ["FLAG_ROW"]
+
+
+def test_disk_index_cache_serves_a_new_process(tiny_ms, copy_ms, tmp_path, monkeypatch):
+    """With FASTCAL_INDEX_CACHE set, a first open_ms (in-process cache empty) reads only
+    FLAG_ROW from the MS when the saved index still matches its files."""
+    path = copy_ms(tiny_ms[0])
+    monkeypatch.setenv(INDEX_CACHE_ENV, str(tmp_path / "index"))
+    first = open_ms(path)
+    assert len(list((tmp_path / "index").glob("*.npz"))) == 1
+    clear_cache()  # as in a new process
+    read = _spy_main_reads(monkeypatch, path)
+    again = open_ms(path)
+    assert read == ["FLAG_ROW"]
+    for name in ("time", "antenna1", "ddid", "scan", "state_id", "flag_row"):
+        np.testing.assert_array_equal(getattr(again.index, name), getattr(first.index, name))
+    assert again.scans == first.scans
+    time.sleep(0.05)  # the key holds file modification times
+    with ct.table(str(path), readonly=False, ack=False) as t:
+        t.putcol("SCAN_NUMBER", t.getcol("SCAN_NUMBER") + 100)
+    clear_cache()
+    read.clear()
+    changed = open_ms(path)
+    assert "SCAN_NUMBER" in read  # stale copy ignored, the MS read again
+    assert [s.number for s in changed.scans] == [s.number + 100 for s in first.scans]
+
+
+def test_disk_index_cache_problems_never_fail_open_ms(tiny_ms, copy_ms, tmp_path, monkeypatch):
+    path = copy_ms(tiny_ms[0])
+    folder = tmp_path / "index"
+    monkeypatch.setenv(INDEX_CACHE_ENV, str(folder))
+    open_ms(path)
+    (cache_file,) = folder.glob("*.npz")
+    cache_file.write_bytes(b"not an npz")
+    clear_cache()
+    assert open_ms(path).n_rows > 0  # a corrupt copy is ignored, then replaced
+    clear_cache()
+    read = _spy_main_reads(monkeypatch, path)
+    open_ms(path)
+    assert read == ["FLAG_ROW"]
+    monkeypatch.setenv(INDEX_CACHE_ENV, str(tmp_path / "a-file"))
+    (tmp_path / "a-file").write_text("x")  # not a directory: nothing is written
+    clear_cache()
+    assert open_ms(path).n_rows > 0

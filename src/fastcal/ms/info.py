@@ -6,12 +6,19 @@ ANTENNA1/2, DATA_DESC_ID, FIELD_ID, SCAN_NUMBER, STATE_ID, OBSERVATION_ID). It n
 visibilities, so it stays fast on a multi-GB MS (about 36 bytes read per row). The index columns
 are kept in :attr:`MSInfo.index` so that selections (:mod:`fastcal.ms.select`) and
 :func:`~fastcal.ms.read.read_chunks` work without reading them again.
+
+Reading those columns costs ~50 ms per column per million rows (casacore reads every bucket of
+the storage-manager file once per column), so :func:`open_ms` keeps the last few MSInfo of the
+process and returns them again while the files they were read from are unchanged (FLAG_ROW is
+re-read on every call); see the in-process cache section below and docs/ms-access.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import fnmatch
+import hashlib
 import logging
 import os
 import threading
@@ -573,6 +580,15 @@ def open_ms(ms: str | os.PathLike | MSInfo) -> MSInfo:
     MissingColumnError
         If a column in :data:`REQUIRED_COLUMNS` or a subtable in :data:`REQUIRED_SUBTABLES`
         is missing.
+
+    Notes
+    -----
+    The result is kept in the process: opening the same path again, while the main table's
+    ``table.dat``/``table.info``, the storage-manager files of the index columns and the
+    subtables read are unchanged (size, mtime), costs one FLAG_ROW read (~0.05 s per million
+    rows instead of ~0.45 s). :func:`clear_cache` forgets the kept results. With the
+    environment variable ``FASTCAL_INDEX_CACHE`` set to a directory, the index columns are also
+    saved there, so that the first call of another process costs about as little.
     """
     if isinstance(ms, MSInfo):
         return ms
@@ -599,7 +615,10 @@ def open_ms(ms: str | os.PathLike | MSInfo) -> MSInfo:
                     cache_key = _cache_key(path, index_files, subtable_paths)  # before reading
                 except OSError:
                     pass
-            index = _read_index(t)
+            index = _disk_load(path, cache_key, t) if cache_key is not None else None
+            from_disk = index is not None
+            if index is None:
+                index = _read_index(t)
             has_wtsp = (
                 "WEIGHT_SPECTRUM" in columns
                 and t.nrows() > 0
@@ -639,6 +658,8 @@ def open_ms(ms: str | os.PathLike | MSInfo) -> MSInfo:
     logger.debug("opened %s: %d rows, %d scans, %d spws", path, info.n_rows, len(scans), len(spws))
     if cache_key is not None:
         _cache_store(info, cache_key, index_files, subtable_paths)
+        if not from_disk:
+            _disk_store(path, cache_key, index)
     return info
 
 
@@ -650,8 +671,8 @@ def open_ms(ms: str | os.PathLike | MSInfo) -> MSInfo:
 # are kept, keyed by absolute path. An entry stays valid while none of these files changed
 # (name, size, mtime): table.dat and table.info of the main table (columns, keywords, row
 # count), the files of the storage managers holding the index columns, and the table files of
-# the subtables read. Writing CORRECTED_DATA or MODEL_DATA therefore keeps the entry; writing
-# FLAG_ROW (same storage manager as TIME in a standard MS) drops it. A hit still re-reads
+# the subtables read. Writing CORRECTED_DATA, MODEL_DATA, WEIGHT or FLAG therefore keeps the
+# entry; writing FLAG_ROW (same storage manager as TIME in a standard MS) drops it. A hit still re-reads
 # FLAG_ROW (one column, ~50 ms per million rows), so ``info.index.flag_row`` is current even
 # for writes not flushed yet, and gets the current :func:`disk_signature`.
 
@@ -714,6 +735,69 @@ def _cache_store(
             or sum(e.info.n_rows for e in _CACHE.values()) * _INDEX_ROW_BYTES > _CACHE_BYTES
         ):
             _CACHE.popitem(last=False)
+
+
+# ---- optional copy on disk, for the first open_ms of a process
+#
+# With FASTCAL_INDEX_CACHE set to a directory, open_ms also saves the index columns but
+# FLAG_ROW there (one .npz per MS, 33 bytes per row, named by a hash of the MS path) with the
+# cache key, and a process that opens the MS for the first time loads them from there when the
+# key still matches the files, reading only FLAG_ROW from the MS. Nothing is ever deleted from
+# the directory; a stale file is overwritten by the next full read.
+
+#: Environment variable naming the directory of the on-disk index cache (unset: no disk cache).
+INDEX_CACHE_ENV = "FASTCAL_INDEX_CACHE"
+_DISK_COLUMNS = (
+    "time", "antenna1", "antenna2", "ddid", "field_id", "scan", "state_id", "observation_id",
+)  # fmt: skip
+
+
+def _disk_file(path: str) -> str | None:
+    folder = os.environ.get(INDEX_CACHE_ENV)
+    if not folder:
+        return None
+    return os.path.join(folder, hashlib.sha1(path.encode()).hexdigest()[:24] + ".npz")
+
+
+def _disk_load(path: str, key: tuple, t: Any) -> IndexColumns | None:
+    """The index columns from the disk cache if its key matches `key`; FLAG_ROW from `t`."""
+    file = _disk_file(path)
+    if file is None or not os.path.exists(file):
+        return None
+    n = t.nrows()
+    try:
+        with np.load(file, allow_pickle=False) as z:
+            if str(z["key"]) != repr((path, n, key)):
+                return None
+            cols = {c: z[c] for c in _DISK_COLUMNS}
+    except (OSError, KeyError, ValueError, EOFError) as exc:  # unreadable: read the MS
+        logger.debug("index cache %s ignored: %s", file, exc)
+        return None
+    if any(a.shape != (n,) for a in cols.values()):
+        return None
+    for a in cols.values():
+        a.setflags(write=False)
+    flag_row = _getcol(t, "FLAG_ROW", np.bool_, n)
+    flag_row.setflags(write=False)
+    logger.debug("open_ms %s: index columns from %s", path, file)
+    return IndexColumns(**cols, flag_row=flag_row)
+
+
+def _disk_store(path: str, key: tuple, index: IndexColumns) -> None:
+    file = _disk_file(path)
+    if file is None:
+        return
+    tmp = f"{file}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(file), exist_ok=True)
+        with open(tmp, "wb") as fh:
+            np.savez(fh, key=np.array(repr((path, index.n_rows, key))),
+                     **{c: getattr(index, c) for c in _DISK_COLUMNS})  # fmt: skip
+        os.replace(tmp, file)  # atomic: readers see the old file or the new one
+    except OSError as exc:  # a cache: never fail open_ms because of it
+        logger.debug("index cache %s not written: %s", file, exc)
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
 
 
 def clear_cache() -> None:
