@@ -129,3 +129,29 @@ def test_full_parser_configures_every_command():
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) == set(COMMANDS)
     assert all(p.get_default("func") is not None for p in sub.choices.values())
+
+
+def _fake_demo(statuses):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        summary="SUMMARY", ms="x.ms", simulate_s=0.1, pipeline_s=0.2, phasecal_flux=None,
+        sensitivity_ratio=None, lowest_qa=None, weblog="w/index.html", package="pkg",
+        stage_status=[(name, status, 0.0) for name, status in statuses])
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+@pytest.mark.parametrize("statuses, code", [([("a", "ok"), ("b", "skipped")], 0),
+                                            ([("a", "ok"), ("b", "not_implemented")], 3)])
+def test_demo_exit_code_and_quiet_output(monkeypatch, capsys, tmp_path, quiet, statuses, code):
+    import fastcal.demo
+
+    monkeypatch.setattr(fastcal.demo, "run_demo", lambda *a, **k: _fake_demo(statuses))
+    argv = (["-q"] if quiet else []) + ["demo", "--out", str(tmp_path)]
+    assert main(argv) == code
+    out = capsys.readouterr().out
+    if quiet:
+        assert out.strip() == "Package: pkg"
+    else:
+        assert "SUMMARY" in out and "Package: pkg" in out
+        assert ("Incomplete: stage(s) b" in out) == (code == 3)

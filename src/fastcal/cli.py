@@ -22,9 +22,13 @@ log = logging.getLogger("fastcal")
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from fastcal.demo import run_demo
-    from fastcal.pipeline import terminal_progress
+    from fastcal.pipeline import EXIT_INCOMPLETE, EXIT_OK, terminal_progress
 
     demo = run_demo(args.out, seed=args.seed, progress=terminal_progress(args.quiet))
+    incomplete = [stage for stage, status, _ in demo.stage_status if status == "not_implemented"]
+    if args.quiet:
+        print(f"Package: {demo.package}")
+        return EXIT_INCOMPLETE if incomplete else EXIT_OK
     print(demo.summary)
     print()
     print(f"Simulated {demo.ms} in {demo.simulate_s:.1f} s (truth: {demo.ms}.truth.json/.npz)")
@@ -45,7 +49,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"Lowest QA score: {score:.2f} ({stage}/{name}: {message})")
     print(f"Weblog:  {demo.weblog}")
     print(f"Package: {demo.package} (README, calibration/, qa/, log/, script/)")
-    return 0
+    if incomplete:
+        print(f"Incomplete: stage(s) {', '.join(incomplete)} are not implemented in this version")
+    return EXIT_INCOMPLETE if incomplete else EXIT_OK
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
