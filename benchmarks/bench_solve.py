@@ -18,11 +18,19 @@ seq_direct / seq_cached
     The calibrator sequence phase-up (int, p) -> bandpass (pre-applying it) -> amplitude
     gaincal (inf, ap, pre-applying both), reading the MS for each solve / reading it once
     with :func:`fastcal.solve.load_calibrator`.
+proc_<stage> (with --process)
+    The user's cold call: a fresh Python process that imports fastcal, solves on the MS path
+    and writes the table(s), timed from outside (interpreter start to exit).
 casa_* (with --casa)
     The same solves with casatasks gaincal/bandpass in a CASA 6.7 subprocess.
 
-The page cache is warmed by one untimed read of every selection first. Results print as a
-table; they are not committed.
+The page cache is warmed by one untimed read of every selection first. With ``--repeat N``
+the stages run in N interleaved rounds (floor, solve, floor, solve, ...) and the best round
+is reported, with the 1-minute load average range seen over the rounds and, for fastcal
+stages, the CPU time of the call (``cpu``; ``cpu_ratio`` = CPU / floor CPU, which other jobs
+on the machine disturb much less than wall time). ``FASTCAL_BENCH_SOLVE_MODULE=/path/solve.py``
+times that file as ``fastcal.solve`` (before/after comparisons). Results print as a table;
+they are not committed.
 """
 
 from __future__ import annotations

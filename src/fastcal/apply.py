@@ -23,8 +23,12 @@ half-way leaves DATA untouched, the backup restorable, and a re-run gives exactl
 of an uninterrupted run (every written value is a function of DATA, SIGMA and the original
 flags OR the calibration flags, which is idempotent).
 
-Parallelism: blocks of rows are read, corrected (Numba kernel, GIL released) and written by
-a small thread pool; all casacore calls are serialised by the per-MS lock.
+Performance: blocks of rows go through a two-stage pipeline (:class:`_Pipeline`): the calling
+thread does all casacore I/O (python-casacore holds the GIL in its calls), reading block j+1
+into reused buffers and writing block j-1, while a worker thread corrects block j in one
+Numba call that releases the GIL (:func:`fastcal.kernels.apply.correct_block`). FLAG is
+rewritten only when some element changed, FLAG_ROW only where it changes. Progress is
+reported per block through :func:`fastcal.progress.chunk_progress` (docs/applycal.md).
 """
 
 from __future__ import annotations
@@ -394,9 +398,11 @@ def applycal(
     chunk_bytes : int, optional
         Upper bound on the bytes of one block of rows (default 64 MiB).
     n_threads : int, optional
-        Worker threads (default: number of CPUs, at most 4).
+        Threads: the calling thread does the I/O, ``n_threads - 1`` workers correct blocks
+        (default: number of CPUs, at most 4; 1 = everything in the calling thread).
     progress : callable(done, total), optional
-        Called after each block has been written.
+        Called after each block has been written (besides
+        ``fastcal.progress.chunk_progress("applycal", n_blocks)``).
 
     Returns
     -------

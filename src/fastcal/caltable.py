@@ -91,12 +91,9 @@ def _param_column(par_type: str) -> str:
 
 
 def _fastcal_version() -> str:
-    try:
-        from importlib.metadata import version
+    from fastcal import __version__  # set before any submodule is imported
 
-        return version("fastcal")
-    except Exception:  # noqa: BLE001 - metadata missing in an uninstalled checkout
-        return "unknown"
+    return __version__
 
 
 #: ``CASA_Version`` keyword written into tables fastcal creates. CASA's KJones reads it:

@@ -5,10 +5,11 @@ Flow of every solve (docs/solve.md)::
     validate parameters (ParameterError / SelectionError / CalTableError, before any read)
       -> read_chunks (DATA, FLAG, WEIGHT [, MODEL_DATA | UVW])        fastcal.ms
       -> assign solution intervals (solint / combine)                 fastcal.solint
-      -> per dask block, in threads: pre-apply + divide by model + sum
+      -> per read block, in threads: pre-apply + divide by model + sum
          per (interval, baseline, channel bin, pol)                   kernels.average
-      -> add the partial sums per interval
-      -> StEFCal (G, T, B) or FFT + Gauss-Newton (K)                  kernels.gains/.delay
+      -> add the partial sums per interval; an interval whose blocks are all in is solved
+         at once (while the next blocks are read):
+         StEFCal (G, T, B) or FFT + Gauss-Newton (K)                  kernels.gains/.delay
       -> flex refant with phase continuity                            fastcal.refant
       -> solnorm, fillgaps, flags  -> CalTable (written atomically)   fastcal.caltable
 

@@ -208,19 +208,26 @@ def resample_freq(val, flg, fin, fout, nearest, flagmode, n_sub, out, oflag):
 def _inverse_jones(jones, jflag):
     """1/J and the "bad" flags of a Jones array. `jones` holds, for a flagged element, the
     product of the unflagged terms only (:func:`fastcal.interp.chunk_jones`, as CASA's
-    setMatByOk), which is inverted as well; a zero element gets 1/J = 1."""
-    jinv = np.ones(jones.shape, np.complex64)
+    setMatByOk), which is inverted as well; a zero element gets 1/J = 1.
+
+    1/J = conj(J)/|J|^2 in float64, rounded to complex64 (the values of Numba's complex64
+    division, ~5x faster)."""
+    jinv = np.empty(jones.shape, np.complex64)
     jbad = np.empty(jones.shape, np.bool_)
     n_utime, n_ant, n_jchan, n_rec = jones.shape
     for t in range(n_utime):
         for p in range(n_ant):
             for c in range(n_jchan):
                 for a in range(n_rec):
-                    j = jones[t, p, c, a]
-                    bad = jflag[t, p, c, a] or (j.real == 0.0 and j.imag == 0.0)
-                    jbad[t, p, c, a] = bad
-                    if not (j.real == 0.0 and j.imag == 0.0):
-                        jinv[t, p, c, a] = 1.0 / j
+                    re = np.float64(jones[t, p, c, a].real)
+                    im = np.float64(jones[t, p, c, a].imag)
+                    zero = re == 0.0 and im == 0.0
+                    jbad[t, p, c, a] = jflag[t, p, c, a] or zero
+                    if zero:
+                        jinv[t, p, c, a] = np.complex64(1.0)
+                    else:
+                        s = 1.0 / (re * re + im * im)
+                        jinv[t, p, c, a] = np.complex64(complex(re * s, -im * s))
     return jinv, jbad
 
 
