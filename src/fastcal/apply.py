@@ -51,7 +51,7 @@ import numpy as np
 
 from fastcal.errors import ApplyError, FastcalError, MSError, ParameterError, SelectionError
 from fastcal.flagversions import save_flags
-from fastcal.interp import ApplySpec, _term, check_coverage, prepare_gaintables
+from fastcal.interp import ApplySpec, check_coverage, prepare_gaintables, table_term
 from fastcal.kernels.apply import (
     MODE_CALFLAG,
     MODE_CALONLY,
@@ -758,7 +758,7 @@ class _Pipeline:
         freq = np.asarray(chunk.freq, np.float64).reshape(-1)
         tj, tf, tm = [], [], []
         for s in self.specs:
-            j, f, mws = _term(s, info, chunk.spw_id, chunk.field_id, chunk.observation_id, ut,
+            j, f, mws = table_term(s, info, chunk.spw_id, chunk.field_id, chunk.observation_id, ut,
                               freq, chunk.scan)  # fmt: skip
             tj.append(_compact(j, np.complex128))
             tf.append(_compact(f, np.bool_))

@@ -52,6 +52,7 @@ __all__ = [
     "ChunkJones",
     "InterpMode",
     "check_coverage",
+    "table_term",
     "chunk_jones",
     "parse_interp",
     "prepare_gaintables",
@@ -736,7 +737,7 @@ def _to_receptors(x: np.ndarray) -> np.ndarray:
     return x[..., :2]
 
 
-def _term(
+def table_term(
     spec: ApplySpec,
     info: MSInfo,
     spw_id: int,
@@ -923,7 +924,7 @@ def chunk_jones(
     chan_freq = np.asarray(chan_freq, np.float64).reshape(-1)
     n_u = times.size
     terms = [
-        (s, *_term(s, info, spw_id, field_id, observation_id, times, chan_freq, scan))
+        (s, *table_term(s, info, spw_id, field_id, observation_id, times, chan_freq, scan))
         for s in specs
     ]
     n_c = max([j.shape[2] for _, j, _, _ in terms], default=1)
