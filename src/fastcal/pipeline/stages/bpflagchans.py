@@ -407,29 +407,21 @@ def flag_bandpass_channels(vis: str, caltable: str, *, spw: Sequence[int] | None
 
 def _flag_data(info, plan: dict[int, dict[int, np.ndarray]], out: BpflagSummary) -> None:
     """Flag the planned channels (spw -> antenna -> data channels) on every row of the antenna."""
-    from fastcal.ms import ChunkWriter, read_block, read_chunks
+    from fastcal.pipeline.stages.flagdata import or_flags_by_baseline
 
     for s in plan:
         dd = info.ddids_for_spw(s)
         ncorr = info.pols[info.ddescs[dd[0]].pol_id].num_corr if dd else 0
         out.n_total += int(np.isin(info.index.ddid, dd).sum()) * info.spws[s].num_chan * ncorr
-    if not plan:
-        return
     n_ant = len(info.antennas)
-    with ChunkWriter(info) as w:
-        for c in read_chunks(info, ("FLAG",), spw=",".join(map(str, plan))):
-            mask = np.zeros((n_ant, info.spws[c.spw_id].num_chan), bool)
-            for a, dc in plan[c.spw_id].items():
-                mask[a, dc] = True
-            mask = mask[:, c.chan]
-            for b in range(c.n_blocks):
-                sl = c.block_slice(b)
-                m = mask[c.antenna1[sl]] | mask[c.antenna2[sl]]
-                if not m.any():
-                    continue
-                flag = np.array(read_block(c, b, ("FLAG",))["FLAG"], copy=True)
-                new = m[:, :, None] & ~flag
-                if new.any():
-                    out.n_new += int(new.sum())
-                    flag |= m[:, :, None]
-                    w.write("FLAG", c.rows[sl], flag, channels=c.chan)
+    masks = {}
+    for s, chans in plan.items():
+        masks[s] = np.zeros((n_ant, info.spws[s].num_chan), bool)
+        for a, dc in chans.items():
+            masks[s][a, dc] = True
+
+    def mask_of(c, a1, a2):
+        mask = masks[c.spw_id][:, c.chan]
+        return mask[a1] | mask[a2]
+
+    out.n_new += or_flags_by_baseline(info, list(plan), mask_of)

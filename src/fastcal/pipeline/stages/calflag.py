@@ -694,30 +694,42 @@ class CorrectedAmpFlagStage(Stage):
 
     def run(self, ctx: Context) -> StageResult:
         cals = list(dict.fromkeys(f for r in ("bandpass", "flux", "phase") for f in ctx.roles.get(r, [])))
-        phase = list(ctx.roles.get("phase", []))
-        targets = [f for r in ("target", "check") for f in ctx.roles.get(r, []) if f not in cals]
-        summary = ctx.call(flag_corrected_outliers, vis=ctx.vis, fields=cals, spw=list(ctx.science_spws),
-                           phase_fields=phase, target_fields=list(dict.fromkeys(targets)))
-        ctx.refresh()
-        if summary.n_new:
-            ctx.add_flags("correctedampflag", "\n".join(summary.template), summary.n_new, summary.n_total)
-        frac = summary.n_new / summary.n_total if summary.n_total else 0.0
-        qa = [agent_flagged_score(frac, "correctedampflag")]
-        msgs = []
-        if summary.n_target:
-            msgs.append(f"{summary.n_target} target/check visibilities flagged where the phase calibrator's "
-                        f"solutions were lost: " + "; ".join(summary.target))
-        if summary.refused:
-            msgs.append("not flagged (would flag too much; calibration problem?): "
-                        + ", ".join(f"{k} {100 * v:.0f}%" for k, v in summary.refused.items()))
-            qa.append(QAScore("correctedampflag_refused", float(len(summary.refused)), 0.3, msgs[-1], "field/spw"))
-        return StageResult(self.name, OK, inputs=asdict(AmpFlagParams()),
-                           outputs=dict(channels=summary.channels, antenna_scans=summary.antenna_scans,
-                                        integrations=summary.integrations, baselines=summary.baselines,
-                                        antennas=summary.antennas, target=summary.target,
-                                        n_new=summary.n_new, n_target=summary.n_target,
-                                        n_total=summary.n_total, refused=summary.refused),
+        summary, qa, msgs = flag_calibrator_outliers(ctx, cals, self.name)
+        return StageResult(self.name, OK, inputs=asdict(AmpFlagParams()), outputs=outlier_outputs(summary),
                            qa=qa, messages=msgs)
+
+
+def flag_calibrator_outliers(ctx: Context, fields: list[str], agent: str
+                             ) -> tuple[OutlierSummary, list[QAScore], list[str]]:
+    """Run :func:`flag_corrected_outliers` on `fields` (with the target flags the phase
+    calibrator implies), record the flags under `agent`, and give the QA scores and messages
+    that the calflag loop and gfluxscaleflag report."""
+    phase = list(ctx.roles.get("phase", []))
+    targets = [f for r in ("target", "check") for f in ctx.roles.get(r, []) if f not in fields]
+    summary = ctx.call(flag_corrected_outliers, vis=ctx.vis, fields=fields, spw=list(ctx.science_spws),
+                       phase_fields=phase, target_fields=list(dict.fromkeys(targets)))
+    ctx.refresh()
+    if summary.n_new:
+        ctx.add_flags(agent, "\n".join(summary.template), summary.n_new, summary.n_total)
+    frac = summary.n_new / summary.n_total if summary.n_total else 0.0
+    qa = [agent_flagged_score(frac, agent)]
+    msgs = []
+    if summary.n_target:
+        msgs.append(f"{summary.n_target} target/check visibilities flagged where the phase calibrator's "
+                    f"solutions were lost: " + "; ".join(summary.target))
+    if summary.refused:
+        msgs.append("not flagged (would flag too much; calibration problem?): "
+                    + ", ".join(f"{k} {100 * v:.0f}%" for k, v in summary.refused.items()))
+        qa.append(QAScore(f"{agent}_refused", float(len(summary.refused)), 0.3, msgs[-1], "field/spw"))
+    return summary, qa, msgs
+
+
+def outlier_outputs(summary: OutlierSummary) -> dict[str, Any]:
+    """The stage outputs of an outlier-flagging run (what was flagged, by view)."""
+    return dict(channels=summary.channels, antenna_scans=summary.antenna_scans,
+                integrations=summary.integrations, baselines=summary.baselines,
+                antennas=summary.antennas, target=summary.target, n_new=summary.n_new,
+                n_target=summary.n_target, n_total=summary.n_total, refused=summary.refused)
 
 
 class RederiveStage(Stage):

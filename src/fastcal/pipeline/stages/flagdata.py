@@ -471,6 +471,46 @@ def low_transmission_spws(info, spws, pwv_mm: float, *, t_k: float = 270.0, p_kp
     return flagged, median
 
 
+def or_flags_by_baseline(info, spws, mask_of, *, include_autocorr: bool = True) -> int:
+    """OR a per-row channel mask into FLAG for every row of `spws`, block by block.
+
+    Parameters
+    ----------
+    info : MSInfo
+    spws : sequence of int
+        Spectral windows to visit.
+    mask_of : callable ``(chunk, antenna1, antenna2) -> bool (n_row, n_chan)``
+        The samples to flag in one block (all correlations), channels as ``chunk.chan``.
+    include_autocorr : bool
+        Visit autocorrelation rows too.
+
+    Returns
+    -------
+    int
+        Newly flagged samples (channels x correlations); only blocks that change are written.
+    """
+    from fastcal.ms import ChunkWriter, read_block, read_chunks
+
+    n_new = 0
+    if not len(spws):
+        return n_new
+    with ChunkWriter(info) as w:
+        for c in read_chunks(info, ("FLAG",), spw=",".join(map(str, spws)),
+                             include_autocorr=include_autocorr):
+            for b in range(c.n_blocks):
+                sl = c.block_slice(b)
+                m = mask_of(c, c.antenna1[sl], c.antenna2[sl])
+                if not m.any():
+                    continue
+                flag = np.array(read_block(c, b, ("FLAG",))["FLAG"], copy=True)
+                new = m[:, :, None] & ~flag
+                if new.any():
+                    n_new += int(new.sum())
+                    flag |= m[:, :, None]
+                    w.write("FLAG", c.rows[sl], flag, channels=c.chan)
+    return n_new
+
+
 def _flag_cmd_rows(path: str) -> int:
     import casacore.tables as ct
 

@@ -35,8 +35,11 @@ from fastcal.errors import ParameterError
 from fastcal.pipeline.context import Context
 from fastcal.pipeline.qa import QAScore, flux_deviation_score
 from fastcal.pipeline.stage import OK, SKIPPED, PlotSpec, Stage, StageResult
-from fastcal.pipeline.stages.bandpass import PRIOR_TABLES
-from fastcal.pipeline.stages.spwphaseup import phase_plan, phase_prior, solve_phase
+from fastcal.pipeline.stages.spwphaseup import (
+    calibrator_prior,
+    phase_plan,
+    solve_phase,
+)
 
 __all__ = ["FluxscaleStage", "catalogue_flux", "fluxcal_refspwmap"]
 
@@ -111,11 +114,7 @@ class FluxscaleStage(Stage):
             raise ParameterError("no flux calibrator in the context; run importdata first")
         if not transfer:
             return StageResult(self.name, SKIPPED, messages=["no transfer calibrator: nothing to bootstrap"])
-        try:
-            ctx.callib.get("bandpass")
-        except ParameterError as exc:
-            raise ParameterError("fluxscale needs the bandpass table; run the bandpass stage first") from exc
-        prior = phase_prior(ctx, [n for n in PRIOR_TABLES if any(e.name == n for e in ctx.callib)] + ["bandpass"])
+        prior = calibrator_prior(ctx, self.name)
         pre = ctx.preapply(*prior)
         plan = phase_plan(ctx)
         refspwmap = fluxcal_refspwmap(ctx)

@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import logging
 
-from fastcal.errors import ParameterError
 from fastcal.pipeline.context import Context
-from fastcal.pipeline.qa import QAScore, agent_flagged_score
 from fastcal.pipeline.stage import OK, SKIPPED, Stage, StageResult
-from fastcal.pipeline.stages.bandpass import PRIOR_TABLES
-from fastcal.pipeline.stages.calflag import flag_corrected_outliers
-from fastcal.pipeline.stages.spwphaseup import phase_plan, phase_prior, solve_phase
+from fastcal.pipeline.stages.calflag import flag_calibrator_outliers, outlier_outputs
+from fastcal.pipeline.stages.spwphaseup import (
+    calibrator_prior,
+    phase_plan,
+    solve_phase,
+)
 
 __all__ = ["GfluxscaleflagStage"]
 
@@ -57,11 +58,7 @@ class GfluxscaleflagStage(Stage):
         fields = list(dict.fromkeys(f for r in ("flux", "phase", "check") for f in ctx.roles.get(r, [])))
         if not fields:
             return StageResult(self.name, SKIPPED, messages=["no flux, phase or check calibrator: nothing to flag"])
-        try:
-            ctx.callib.get("bandpass")
-        except ParameterError as exc:
-            raise ParameterError("gfluxscaleflag needs the bandpass table; run the bandpass stage first") from exc
-        prior = phase_prior(ctx, [n for n in PRIOR_TABLES if any(e.name == n for e in ctx.callib)] + ["bandpass"])
+        prior = calibrator_prior(ctx, self.name)
         pre = ctx.preapply(*prior)
         plan = phase_plan(ctx)
         spw = ",".join(map(str, ctx.science_spws))
@@ -83,28 +80,12 @@ class GfluxscaleflagStage(Stage):
         if n_apply:
             ctx.add_flags("gfluxscaleflag_applycal", "# flags from failed preliminary gain solutions "
                           "(applymode='calflag')", n_apply, int(rep.n_samples))
-        phase = list(ctx.roles.get("phase", []))
-        targets = [f for r in ("target", "check") for f in ctx.roles.get(r, []) if f not in fields]
-        summary = ctx.call(flag_corrected_outliers, vis=ctx.vis, fields=fields, spw=list(ctx.science_spws),
-                           phase_fields=phase, target_fields=list(dict.fromkeys(targets)))
-        ctx.refresh()
-        if summary.n_new:
-            ctx.add_flags("gfluxscaleflag", "\n".join(summary.template), summary.n_new, summary.n_total)
-        frac = summary.n_new / summary.n_total if summary.n_total else 0.0
-        qa = [agent_flagged_score(frac, "gfluxscaleflag")]
+        summary, qa, msgs = flag_calibrator_outliers(ctx, fields, self.name)
         msgs = [f"{summary.n_new} visibilities flagged ({summary.n_target} on targets), "
                 f"{n_apply} by failed preliminary solutions",
-                f"preliminary phases: {plan.describe()}"]
-        if summary.refused:
-            msgs.append("not flagged (would flag too much; calibration problem?): "
-                        + ", ".join(f"{k} {100 * v:.0f}%" for k, v in summary.refused.items()))
-            qa.append(QAScore("gfluxscaleflag_refused", float(len(summary.refused)), 0.3, msgs[-1], "field/spw"))
+                f"preliminary phases: {plan.describe()}"] + msgs
         return StageResult(self.name, OK, inputs=dict(fields=fields, prior_tables=prior),
-                           outputs=dict(channels=summary.channels, antenna_scans=summary.antenna_scans,
-                                        integrations=summary.integrations, baselines=summary.baselines,
-                                        antennas=summary.antennas, target=summary.target,
-                                        n_new=summary.n_new, n_target=summary.n_target,
-                                        n_applycal=n_apply, n_total=summary.n_total,
+                           outputs=dict(outlier_outputs(summary), n_applycal=n_apply,
                                         tables=dict(phase=ph, amp=amp), phase_spwmap=list(plan.spwmap),
                                         phase_combine=plan.combine),
                            qa=qa, messages=msgs)

@@ -295,23 +295,13 @@ def flag_raw_channels(vis: str, spw: Sequence[int], *, intent: str = BANDPASS_IN
 
 def _write_flags(info, plan: dict[int, np.ndarray], n_ant: int, out: RawflagSummary) -> None:
     """Flag (baseline, channel) pairs of `plan` (spw -> bool[n_ant^2, nchan]) in every row."""
-    from fastcal.ms import ChunkWriter, read_block, read_chunks
+    from fastcal.pipeline.stages.flagdata import or_flags_by_baseline
 
-    if not plan:
-        return
-    with ChunkWriter(info) as w:
-        for c in read_chunks(info, ("FLAG",), spw=",".join(map(str, plan)), include_autocorr=False):
-            mask = plan[c.spw_id]
-            for b in range(c.n_blocks):
-                sl = c.block_slice(b)
-                a1, a2 = c.antenna1[sl], c.antenna2[sl]
-                m = mask[np.minimum(a1, a2).astype(np.int64) * n_ant + np.maximum(a1, a2)][:, c.chan]
-                flag = np.array(read_block(c, b, ("FLAG",))["FLAG"], copy=True)
-                new = m[:, :, None] & ~flag
-                if new.any():
-                    out.n_new += int(new.sum())
-                    flag |= m[:, :, None]
-                    w.write("FLAG", c.rows[sl], flag, channels=c.chan)
+    def mask_of(c, a1, a2):
+        pair = np.minimum(a1, a2).astype(np.int64) * n_ant + np.maximum(a1, a2)
+        return plan[c.spw_id][pair][:, c.chan]
+
+    out.n_new += or_flags_by_baseline(info, list(plan), mask_of, include_autocorr=False)
 
 
 class RawflagchansStage(Stage):

@@ -323,6 +323,21 @@ def phase_prior(ctx: Context, names: Sequence[str]) -> list[str]:
     return list(names) + ([OFFSETS_TABLE] if any(e.name == OFFSETS_TABLE for e in ctx.callib) else [])
 
 
+def calibrator_prior(ctx: Context, stage: str) -> list[str]:
+    """Tables a post-bandpass gain solve of `stage` pre-applies: the registered prior tables
+    (antpos, Tsys, WVR), the bandpass and the spw phase-offset table when registered.
+
+    Raises ParameterError naming `stage` when the bandpass table is not registered yet.
+    """
+    from fastcal.pipeline.stages.bandpass import PRIOR_TABLES
+
+    try:
+        ctx.callib.get("bandpass")
+    except ParameterError as exc:
+        raise ParameterError(f"{stage} needs the bandpass table; run the bandpass stage first") from exc
+    return phase_prior(ctx, [n for n in PRIOR_TABLES if any(e.name == n for e in ctx.callib)] + ["bandpass"])
+
+
 def solve_phase(ctx: Context, plan: PhasePlan, caltable: str, *, field: str, solint: str, minsnr: float,
                 pre: Mapping[str, list], minblperant: int = 4):
     """Phase-only solve of `field` following `plan` (recorded through ``ctx.call``).

@@ -46,8 +46,12 @@ from fastcal.pipeline.qa import (
     phase_transfer_score,
 )
 from fastcal.pipeline.stage import OK, PlotSpec, Stage, StageResult
-from fastcal.pipeline.stages.bandpass import PRIOR_TABLES
-from fastcal.pipeline.stages.spwphaseup import OFFSETS_TABLE, phase_plan, phase_prior, solve_phase
+from fastcal.pipeline.stages.spwphaseup import (
+    OFFSETS_TABLE,
+    calibrator_prior,
+    phase_plan,
+    solve_phase,
+)
 
 __all__ = ["TimegaincalStage", "scan_phase_rms"]
 
@@ -114,11 +118,7 @@ class TimegaincalStage(Stage):
         phase = ctx.roles.get("phase", [])
         if not phase:
             raise ParameterError("no phase calibrator in the context; run importdata first")
-        try:
-            ctx.callib.get("bandpass")
-        except ParameterError as exc:
-            raise ParameterError("timegaincal needs the bandpass table; run the bandpass stage first") from exc
-        prior = phase_prior(ctx, [n for n in PRIOR_TABLES if any(e.name == n for e in ctx.callib)] + ["bandpass"])
+        prior = calibrator_prior(ctx, self.name)
         pre = ctx.preapply(*prior)
         plan = phase_plan(ctx)
         spw = ",".join(map(str, ctx.science_spws))
