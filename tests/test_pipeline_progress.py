@@ -11,8 +11,8 @@ import re
 import subprocess
 import sys
 
-import casacore.tables as ct
 import pytest
+from ms_edit import flag_all_rows
 
 from fastcal.errors import ParameterError
 from fastcal.pipeline import (
@@ -239,11 +239,7 @@ def test_cli_verbose_shows_debug_log_and_table(tiny_ms, tmp_path):
 
 def test_cli_exit_code_2_names_the_failed_stage(tiny_ms, copy_ms, tmp_path):
     ms = copy_ms(tiny_ms[0], "a.ms")
-    with ct.table(str(ms), readonly=False, ack=False) as t:
-        for r in range(t.nrows()):
-            f = t.getcell("FLAG", r)
-            f[:] = True
-            t.putcell("FLAG", r, f)
+    flag_all_rows(ms)
     bad = _cli("pipeline", str(ms), "--out", "f", "--stages", "importdata,refant", "--quiet", cwd=tmp_path)
     assert bad.returncode == EXIT_FAILED
     assert "fastcal pipeline: error: stage 'refant' failed: " in bad.stderr

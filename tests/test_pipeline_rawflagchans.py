@@ -5,6 +5,7 @@ from __future__ import annotations
 import casacore.tables as ct
 import numpy as np
 import pytest
+from ms_edit import multiply_data
 
 from fastcal.errors import ParameterError
 from fastcal.ms import open_ms
@@ -41,14 +42,8 @@ def _rows(path, where):
 def _inject(path, spw, factor=4.0):
     """Multiply DATA of one channel of one baseline by `factor` in the bandpass field's rows."""
     dd = open_ms(path).ddid_for_spw(spw)
-    with ct.table(str(path), readonly=False, ack=False) as t:
-        sub = t.query(f"FIELD_ID==0 && DATA_DESC_ID=={dd} && ANTENNA1=={HOT_BL[0]} && ANTENNA2=={HOT_BL[1]}")
-        try:
-            d = sub.getcol("DATA")
-            d[:, HOT_CHAN, :] *= factor
-            sub.putcol("DATA", d)
-        finally:
-            sub.close()
+    multiply_data(path, f"FIELD_ID==0 && DATA_DESC_ID=={dd} && ANTENNA1=={HOT_BL[0]} && ANTENNA2=={HOT_BL[1]}",
+                  HOT_CHAN, factor)
 
 
 def test_refine_view_removes_rows_and_columns():
