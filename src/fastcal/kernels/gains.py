@@ -7,7 +7,7 @@ Input is the output of :mod:`fastcal.kernels.average` turned into ratios,
     chi2 = sum_{pq, pol} W_pq |X_pq - g_p conj(g_q)|^2
 
 with StEFCal (Salvini & Wijnholds 2014, alternating least squares with averaging of
-iterates) in complex128. CASA's gates and statistics are reproduced: calmode data
+iterates), accelerated by Anderson mixing of its two-step map, in complex128. CASA's gates and statistics are reproduced: calmode data
 conditioning, the recursive ``minblperant`` gate, PARAMERR/SNR exactly as VisCalSolver2,
 the ``minsnr`` gate, and post-solve phase-/amplitude-only enforcement. See docs/kernels.md.
 
@@ -76,35 +76,43 @@ def vis_ratio(vis_sum, wt_sum):
     return out
 
 
+CHAN_BLOCK = 32  # channels conditioned per pass (bounds the buffer to 32 x n_bl x n_pol)
+
+
 @numba.njit(**JIT)
-def _condition(vis, wt, it, ch, calmode, x, w):
-    """Copy one (interval, chan) into x[bl, pol], w[bl, pol], applying CASA's
-    enforceAPonData: 'p' -> X/|X| with W|X|^2, 'a' -> |X| with W."""
+def _condition(vis, wt, it, c0, calmode, xb, wb):
+    """Copy channels [c0, c0 + nb) of interval `it` into xb[c, bl, pol], wb[c, bl, pol]
+    (nb = xb.shape[0], clipped at the last channel), applying CASA's enforceAPonData:
+    'p' -> X/|X| with W|X|^2, 'a' -> |X| with W. One pass reads each baseline's channels
+    contiguously, instead of one strided gather per channel."""
     n_bl = vis.shape[1]
+    n_ch = vis.shape[2]
     n_pol = vis.shape[3]
+    nb = min(xb.shape[0], n_ch - c0)
     for b in range(n_bl):
-        for k in range(n_pol):
-            xv = vis[it, b, ch, k]
-            wv = wt[it, b, ch, k]
-            if not (wv > 0.0) or not np.isfinite(wv) or not (
-                    np.isfinite(xv.real) and np.isfinite(xv.imag)):
-                x[b, k] = 0.0
-                w[b, k] = 0.0
-                continue
-            a = np.abs(xv)
-            if calmode == CALMODE_P:
-                if a > 0.0:
-                    x[b, k] = xv / a
-                    w[b, k] = wv * a * a
+        for c in range(nb):
+            for k in range(n_pol):
+                xv = vis[it, b, c0 + c, k]
+                wv = wt[it, b, c0 + c, k]
+                if not (wv > 0.0) or not np.isfinite(wv) or not (
+                        np.isfinite(xv.real) and np.isfinite(xv.imag)):
+                    xb[c, b, k] = 0.0
+                    wb[c, b, k] = 0.0
+                    continue
+                if calmode == CALMODE_P:
+                    a = np.abs(xv)
+                    if a > 0.0:
+                        xb[c, b, k] = xv / a
+                        wb[c, b, k] = wv * a * a
+                    else:
+                        xb[c, b, k] = 0.0
+                        wb[c, b, k] = 0.0
+                elif calmode == CALMODE_A:
+                    xb[c, b, k] = np.abs(xv)
+                    wb[c, b, k] = wv
                 else:
-                    x[b, k] = 0.0
-                    w[b, k] = 0.0
-            elif calmode == CALMODE_A:
-                x[b, k] = a
-                w[b, k] = wv
-            else:
-                x[b, k] = xv
-                w[b, k] = wv
+                    xb[c, b, k] = xv
+                    wb[c, b, k] = wv
 
 
 @numba.njit(**JIT)
@@ -244,37 +252,165 @@ def _copy2(src, dst):
             dst[a, j] = src[a, j]
 
 
+ANDERSON_DEPTH = 3  # past residual differences kept by the Anderson acceleration
+ANDERSON_MIN_RATIO = 0.1  # plain step while the residual shrinks faster than this per pair
+
+
+@numba.njit(**JIT)
+def _stefcal_update(num, den, g_old, g_out):
+    """g_out = num / den (0 where den = 0). Returns (||g_out - g_old||^2, ||g_out||^2)."""
+    n_ant, n_par = g_out.shape
+    dn = 0.0
+    nn = 0.0
+    for a in range(n_ant):
+        for j in range(n_par):
+            v = num[a, j] / den[a, j] if den[a, j] > 0.0 else 0.0
+            g_out[a, j] = v
+            d = v - g_old[a, j]
+            dn += d.real * d.real + d.imag * d.imag
+            nn += v.real * v.real + v.imag * v.imag
+    return dn, nn
+
+
+@numba.njit(**JIT)
+def _small_solve(a, b, m):
+    """Solve a[:m, :m] y = b[:m] in place of b (Gaussian elimination, partial pivoting).
+    Returns False if a pivot is below 1e-14 of the largest diagonal (then b is garbage)."""
+    scale = 0.0
+    for i in range(m):
+        scale = max(scale, abs(a[i, i]))
+    if not (scale > 0.0):
+        return False
+    for c in range(m):
+        piv = c
+        for r in range(c + 1, m):
+            if abs(a[r, c]) > abs(a[piv, c]):
+                piv = r
+        if not (abs(a[piv, c]) > 1e-14 * scale):
+            return False
+        if piv != c:
+            for k in range(m):
+                t = a[c, k]
+                a[c, k] = a[piv, k]
+                a[piv, k] = t
+            t = b[c]
+            b[c] = b[piv]
+            b[piv] = t
+        for r in range(c + 1, m):
+            f = a[r, c] / a[c, c]
+            for k in range(c, m):
+                a[r, k] -= f * a[c, k]
+            b[r] -= f * b[c]
+    for c in range(m - 1, -1, -1):
+        s = b[c]
+        for k in range(c + 1, m):
+            s -= a[c, k] * b[k]
+        b[c] = s / a[c, c]
+    return True
+
+
 @numba.njit(**JIT)
 def _stefcal(x, w, ant1, ant2, solve_t, g, max_iter, tol, num, den, g_new):
-    """StEFCal with averaging of iterates (Salvini & Wijnholds 2014, Algorithm 1).
+    """StEFCal with averaging of iterates (Salvini & Wijnholds 2014, Algorithm 1),
+    accelerated by Anderson mixing (Walker & Ni 2011) of the two-step map.
 
-    Convergence is tested on even iterations: ||g_new - g|| / ||g_new|| < tol (Frobenius
-    norm over antennas and pars); otherwise the even iterate is replaced by the mean of
-    the last two. Returns (n_iter, converged).
+    The base map is two StEFCal steps g1 = T(g), g2 = T(g1) followed by the averaging
+    step M(g) = (g1 + g2) / 2, exactly the even-iteration update of Algorithm 1.
+    Convergence is tested after every pair, as before: ||g2 - g1|| / ||g2|| < tol
+    (Frobenius norm over antennas and pars), and g2 is returned. Otherwise the next
+    iterate is the Anderson combination of the last ANDERSON_DEPTH + 1 iterates of M
+    (real least squares on the stacked real/imaginary parts, so the step is real-linear
+    like StEFCal itself). The plain averaging step is taken instead while the residual
+    ||M(g) - g|| shrinks by more than 1/ANDERSON_MIN_RATIO per pair (fast convergence,
+    where the extrapolation does not help), when the least-squares system is singular
+    (history cut to the newest pair), and after the residual grew more than 2x over a
+    pair (history dropped). On the benchmark data this needs ~1.8x fewer iterations than
+    Algorithm 1 for phase-only and ~1.7x for amplitude-and-phase solves, with the same
+    distance to the exact optimum (see docs/kernels.md). Returns (n_iter, converged),
+    n_iter counting single StEFCal steps (always even; an odd max_iter acts as
+    max_iter - 1).
     """
     n_ant, n_par = g.shape
-    for i in range(1, max_iter + 1):
+    n = 2 * n_ant * n_par
+    m_max = ANDERSON_DEPTH
+    g1 = g_new
+    g2 = np.empty((n_ant, n_par), np.complex128)
+    # ring buffers of the last m_max + 1 iterates (gh) and residuals M(g) - g (fh)
+    gh = np.zeros((m_max + 1, n))
+    fh = np.zeros((m_max + 1, n))
+    ata = np.zeros((m_max, m_max))
+    atb = np.zeros(m_max)
+    n_hist = 0
+    head = 0
+    last_res = -1.0
+    i = 0
+    while i + 2 <= max_iter:
         _stefcal_step(x, w, ant1, ant2, solve_t, g, num, den)
+        _stefcal_update(num, den, g, g1)
+        i += 2
+        _stefcal_step(x, w, ant1, ant2, solve_t, g1, num, den)
+        dn, nn = _stefcal_update(num, den, g1, g2)
+        if nn == 0.0 or dn <= tol * tol * nn:
+            _copy2(g2, g)
+            return i, True
+        # residual f = M(g) - g, stored in real form with the iterate g
+        res = 0.0
         for a in range(n_ant):
             for j in range(n_par):
-                g_new[a, j] = num[a, j] / den[a, j] if den[a, j] > 0.0 else 0.0
-        if i % 2 == 0:
-            dn = 0.0
-            nn = 0.0
+                k = 2 * (a * n_par + j)
+                f = 0.5 * (g1[a, j] + g2[a, j]) - g[a, j]
+                gh[head, k] = g[a, j].real
+                gh[head, k + 1] = g[a, j].imag
+                fh[head, k] = f.real
+                fh[head, k + 1] = f.imag
+                res += f.real * f.real + f.imag * f.imag
+        if last_res >= 0.0 and res > 4.0 * last_res:
+            n_hist = 0  # diverging: restart from the plain step
+        fast = last_res >= 0.0 and res < ANDERSON_MIN_RATIO**2 * last_res
+        last_res = res
+        n_hist = min(n_hist + 1, m_max + 1)
+        m = n_hist - 1
+        ok = False
+        if m > 0 and not fast:
+            # columns c = 0..m-1: dF_c = F[cur - m + c + 1] - F[cur - m + c]
+            for r in range(m):
+                ir1 = (head - m + r + 1) % (m_max + 1)
+                ir0 = (head - m + r) % (m_max + 1)
+                b = 0.0
+                for k in range(n):
+                    b += (fh[ir1, k] - fh[ir0, k]) * fh[head, k]
+                atb[r] = b
+                for c in range(r, m):
+                    ic1 = (head - m + c + 1) % (m_max + 1)
+                    ic0 = (head - m + c) % (m_max + 1)
+                    s = 0.0
+                    for k in range(n):
+                        s += (fh[ir1, k] - fh[ir0, k]) * (fh[ic1, k] - fh[ic0, k])
+                    ata[r, c] = s
+                    ata[c, r] = s
+            ok = _small_solve(ata, atb, m)
+        if ok:
             for a in range(n_ant):
                 for j in range(n_par):
-                    d = g_new[a, j] - g[a, j]
-                    dn += d.real * d.real + d.imag * d.imag
-                    nn += g_new[a, j].real ** 2 + g_new[a, j].imag ** 2
-            if nn == 0.0 or dn <= tol * tol * nn:
-                _copy2(g_new, g)
-                return i, True
-            for a in range(n_ant):
-                for j in range(n_par):
-                    g[a, j] = 0.5 * (g_new[a, j] + g[a, j])
+                    k = 2 * (a * n_par + j)
+                    re = gh[head, k] + fh[head, k]
+                    im = gh[head, k + 1] + fh[head, k + 1]
+                    for c in range(m):
+                        i1 = (head - m + c + 1) % (m_max + 1)
+                        i0 = (head - m + c) % (m_max + 1)
+                        re -= atb[c] * (gh[i1, k] - gh[i0, k] + fh[i1, k] - fh[i0, k])
+                        im -= atb[c] * (gh[i1, k + 1] - gh[i0, k + 1]
+                                        + fh[i1, k + 1] - fh[i0, k + 1])
+                    g[a, j] = complex(re, im)
         else:
-            _copy2(g_new, g)
-    return max_iter, False
+            if m > 0:
+                n_hist = 1  # singular: keep only the newest pair
+            for a in range(n_ant):
+                for j in range(n_par):
+                    g[a, j] = 0.5 * (g1[a, j] + g2[a, j])
+        head = (head + 1) % (m_max + 1)
+    _copy2(g2, g)
+    return i, False
 
 
 @numba.njit(**JIT)
@@ -376,8 +512,9 @@ def solve_gains(vis, wt, ant1, ant2, n_ant, calmode, solve_t, minblperant, minsn
     n_iter = np.zeros((n_int, n_ch), np.int64)
     converged = np.ones((n_int, n_ch), np.bool_)
 
-    x = np.zeros((n_bl, n_pol), np.complex128)
-    w = np.zeros((n_bl, n_pol))
+    n_blk = min(n_ch, CHAN_BLOCK)
+    xb = np.zeros((n_blk, n_bl, n_pol), np.complex128)
+    wb = np.zeros((n_blk, n_bl, n_pol))
     g = np.zeros((n_ant, n_par), np.complex128)
     g_new = np.zeros((n_ant, n_par), np.complex128)
     num = np.zeros((n_ant, n_par), np.complex128)
@@ -387,7 +524,10 @@ def solve_gains(vis, wt, ant1, ant2, n_ant, calmode, solve_t, minblperant, minsn
 
     for it in range(n_int):
         for ch in range(n_ch):
-            _condition(vis, wt, it, ch, calmode, x, w)
+            if ch % n_blk == 0:
+                _condition(vis, wt, it, ch, calmode, xb, wb)
+            x = xb[ch % n_blk]
+            w = wb[ch % n_blk]
             n_ok = _gate(w, ant1, ant2, n_ant, minblperant, ant_status)
             for a in range(n_ant):
                 ant_ok[a] = ant_status[a] == STATUS_OK
