@@ -610,15 +610,20 @@ def _run_jobs(fn: Callable, jobs: list, parallel: Any, consume: Callable) -> Non
             consume(j, fn(j))
         return
     with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="fastcal-solve") as ex:
-        window = 2 * n_workers
-        pending: list = []
-        for j in jobs:
-            pending.append((j, ex.submit(fn, j)))
-            if len(pending) >= window:
-                jj, fut = pending.pop(0)
-                consume(jj, fut.result())
-        for jj, fut in pending:
+        _submit_windowed(ex, fn, jobs, consume, 2 * n_workers)
+
+
+def _submit_windowed(ex, fn, jobs, consume, window: int) -> None:
+    """Submit ``fn(job)`` to the executor `ex` keeping at most `window` jobs in flight, and
+    ``consume(job, result)`` in submission order (bounded memory, deterministic sums)."""
+    pending: list = []
+    for j in jobs:
+        pending.append((j, ex.submit(fn, j)))
+        if len(pending) >= window:
+            jj, fut = pending.pop(0)
             consume(jj, fut.result())
+    for jj, fut in pending:
+        consume(jj, fut.result())
 
 
 _T_REF = 4.0e9  # MJD seconds offset for centroid sums (keeps float64 precision)
@@ -838,15 +843,7 @@ def _reduce_and_solve(p: _Params, accs: dict[int, _Acc], jobs: list[_RedJob],
             if ex is None or client:
                 _run_jobs(run, jobs, p.parallel if client else False, consume)
             else:
-                window = 2 * n_workers
-                inflight: list = []
-                for j in jobs:
-                    inflight.append((j, ex.submit(run, j)))
-                    if len(inflight) >= window:
-                        jj, fut = inflight.pop(0)
-                        consume(jj, fut.result())
-                for jj, fut in inflight:
-                    consume(jj, fut.result())
+                _submit_windowed(ex, run, jobs, consume, 2 * n_workers)
         for spw, st in states.items():  # everything left (the client path: everything)
             st.pending[:] = 0
             dispatch(_ready_pieces(p, spw, accs[spw], st, np.arange(st.pending.size), n_workers))
