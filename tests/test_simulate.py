@@ -645,3 +645,16 @@ def test_casa_reads_simulated_ms(tmp_path):
         wi = np.searchsorted(truth.wvr_time, time[mine])
         expect = -2 * np.pi * nu_c * (truth.wvr_path[wi, p] - truth.wvr_path[wi, 0]) / C
         assert np.corrcoef(dphi, expect)[0, 1] > 0.8
+
+
+def test_simulate_reports_progress_per_scan(tmp_path):
+    from fastcal.progress import progress_callback
+
+    seen = []
+    with progress_callback(lambda desc, done, total: seen.append((desc, done, total))):
+        simulate(str(tmp_path / "p.ms"), config=SimConfig.tiny(seed=3))
+    sim = [s for s in seen if s[0] == "simulate"]
+    with ct.table(str(tmp_path / "p.ms"), ack=False) as t:
+        n_scans = np.unique(t.getcol("SCAN_NUMBER")).size
+    assert sim[0][1] == 0 and sim[-1][1] == sim[-1][2] == n_scans > 0
+    assert [d for _, d, _ in sim] == list(range(n_scans + 1))

@@ -16,6 +16,7 @@ from pathlib import Path
 import casacore.tables as ct
 import numpy as np
 
+from fastcal.progress import chunk_progress
 from fastcal.simulate import array, atmosphere, corruptions
 from fastcal.simulate.config import SimConfig
 from fastcal.simulate.schedule import Scan, Schedule, SpwInfo, build_schedule
@@ -844,11 +845,13 @@ def write_ms(path: str | Path, cfg: SimConfig) -> Truth:
     setup = m.sched.setup
     with ct.table(str(path), readonly=False, ack=False) as ms:
         writer = _MainWriter(ms, m)
-        for scan in m.sched.scans:
-            geo = _scan_geometry(m, scan)
-            writer.write_wvr(scan)
-            for spw in (setup.tsys if scan.is_atmosphere else setup.science):
-                writer.write_spw(scan, spw, geo, bl)
+        with chunk_progress("simulate", len(m.sched.scans)) as bar:
+            for scan in m.sched.scans:
+                geo = _scan_geometry(m, scan)
+                writer.write_wvr(scan)
+                for spw in (setup.tsys if scan.is_atmosphere else setup.science):
+                    writer.write_spw(scan, spw, geo, bl)
+                bar.advance()
         n_rows = ms.nrows()
     _write_pointing(path, m)
     sc = _syscal_values(m)
