@@ -29,7 +29,8 @@ def _run_to(path, out, stop):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return run(path, str(out), stages=STAGES[:STAGES.index(stop) + 1]).context
+        return run(path, str(out), stages=STAGES[:STAGES.index(stop) + 1],
+                   options={"hm_bandpass": "fixed"}).context  # per-channel bandpass to assess
 
 
 @pytest.fixture(scope="module")
