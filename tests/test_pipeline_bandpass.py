@@ -241,18 +241,6 @@ def test_mixed_solints_are_solved_per_group_and_merged(bright_ms, copy_ms, tmp_p
         str(p) for p in (tmp_path / "out" / "working").glob("*.bcal.part*.tbl"))
 
 
-def test_merge_bandpass_tables_refuses_bad_inputs(bright_ms, tmp_path):
-    from fastcal.pipeline.stages.bandpass import merge_bandpass_tables
-    from fastcal.solve import solve_bandpass
-
-    with pytest.raises(ParameterError, match="tables is empty"):
-        merge_bandpass_tables([], str(tmp_path / "m.tbl"))
-    part = str(tmp_path / "p.tbl")
-    solve_bandpass(str(bright_ms), part, field="0", spw="", refant="0")
-    with pytest.raises(ParameterError, match="is in both"):
-        merge_bandpass_tables([part, part], str(tmp_path / "m.tbl"))
-
-
 def test_fixed_mode_keeps_channels_and_bad_mode_refused(faint, copy_ms, tmp_path):
     from fastcal.pipeline import run
     from fastcal.pipeline.stages.bandpass import HM_BANDPASS_DEFAULT, BandpassStage

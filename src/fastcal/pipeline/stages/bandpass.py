@@ -26,7 +26,7 @@ reference section 8 stage 13), *simplified*.
    ``'snr'`` (this heuristic, the pipeline's default) or ``'fixed'`` (always per channel);
    fastcal's default is :data:`HM_BANDPASS_DEFAULT` = ``'snr'``, as the pipeline's. Spws
    needing averaging are solved again with ``solint='inf,<n>ch'`` (one solve per (solint, fillgaps) group,
-   merged with :func:`merge_bandpass_tables`). Not done:
+   merged with :func:`~fastcal.pipeline.stages.spwphaseup.merge_caltables`). Not done:
    ``minbpsnr=20`` for spws with strong atmospheric lines (``bpsnr=50`` everywhere), and no
    delay is removed before averaging (the pipeline's pre-bandpass delay), so a delay tau
    decorrelates a bin of width dnu by sinc(tau dnu). Measured on the simulator (0.2 ns
@@ -58,7 +58,6 @@ delay. Line flagging of solar-system flux calibrators is the
 from __future__ import annotations
 
 import logging
-import os
 
 import numpy as np
 
@@ -74,7 +73,7 @@ from fastcal.pipeline.stage import OK, PlotSpec, Stage, StageResult
 from fastcal.pipeline.stages.wvr import science_int_time
 
 __all__ = ["BandpassStage", "PRIOR_TABLES", "median_snr", "phaseup_solint", "bandpass_freq_solint",
-           "channel_snr", "auto_fillgaps", "merge_bandpass_tables", "PHASEUP_SNR", "PHASEUP_MAX_SOLINT_S", "PHASEUP_NSOLS",
+           "channel_snr", "auto_fillgaps", "PHASEUP_SNR", "PHASEUP_MAX_SOLINT_S", "PHASEUP_NSOLS",
            "BP_SNR", "BP_NSOLS", "BPFLAG_MIN_SOLCHANS", "HM_BANDPASS_DEFAULT"]
 
 logger = logging.getLogger(__name__)
@@ -181,77 +180,6 @@ def channel_snr(table, spw: int) -> float:
 def auto_fillgaps(nchan: int) -> int:
     """hm_auto_fillgaps: a quarter of the spw's channels (``nchan // 4``)."""
     return int(nchan) // 4
-
-
-def merge_bandpass_tables(tables: list[str], caltable: str, overwrite: bool = False):
-    """Merge bandpass tables of disjoint spws whose solution-channel counts may differ.
-
-    As :func:`~fastcal.pipeline.stages.spwphaseup.merge_caltables` (CASA
-    ``bandpass(append=True)`` for per-group solves), but the cell columns are padded (flagged,
-    placeholder values, beyond each spw's channel frequencies) to the largest channel count,
-    as a CASA table with spws of different widths stores them.
-
-    Parameters
-    ----------
-    tables : list of str
-        Bandpass caltables of one type, no spw in two of them.
-    caltable : str
-        Output path.
-    overwrite : bool
-        Replace an existing `caltable`.
-
-    Returns
-    -------
-    CalTable
-
-    Raises
-    ------
-    ParameterError
-        No table, different types, or a spw in two tables.
-    """
-    import dataclasses
-
-    from fastcal.caltable import read_caltable
-
-    if not tables:
-        raise ParameterError("merge_bandpass_tables: tables is empty; valid: at least one caltable path")
-    tabs = [read_caltable(t) for t in tables]
-    if len({t.vis_cal for t in tabs}) > 1:
-        raise ParameterError(f"merge_bandpass_tables: tables {list(tables)} have different types "
-                             f"{sorted({t.vis_cal for t in tabs})}; valid: one type")
-    seen: dict[int, str] = {}
-    for path, t in zip(tables, tabs, strict=True):
-        for sp in np.unique(t.spw_id).tolist():
-            if sp in seen:
-                raise ParameterError(f"merge_bandpass_tables: spw {sp} is in both {seen[sp]} and {path}; "
-                                     f"valid: disjoint spws")
-            seen[sp] = path
-    n_chan = max(t.params.shape[1] for t in tabs)
-    fill = {"params": 1.0 + 0.0j, "paramerr": 0.0, "snr": 0.0, "flag": True, "weight": 0.0}
-
-    def pad(a, v):
-        out = np.full((a.shape[0], n_chan, a.shape[2]), v, a.dtype)
-        out[:, :a.shape[1]] = a
-        return out
-
-    cat = {k: np.concatenate([getattr(t, k) for t in tabs]) for k in
-           ("time", "interval", "field_id", "spw_id", "antenna1", "antenna2", "scan", "obs_id")}
-    cat.update({k: np.concatenate([pad(getattr(t, k), v) for t in tabs]) for k, v in fill.items()
-                if k != "weight"})
-    weight = None if any(t.weight is None for t in tabs) else \
-        np.concatenate([pad(t.weight, fill["weight"]) for t in tabs])
-    freq = {sp: v for t in tabs for sp, v in t.chan_freq.items() if sp in set(t.spw_id.tolist())}
-    width = {sp: v for t in tabs for sp, v in t.chan_width.items() if sp in set(t.spw_id.tolist())}
-    extra: dict = {}
-    for t in tabs:  # per-spw dicts (solvestats) merged, other keys from the first table
-        for k, v in t.extra.items():
-            extra[k] = {**extra[k], **v} if isinstance(v, dict) and isinstance(extra.get(k), dict) else \
-                extra.get(k, v)
-    extra["merged_from"] = [os.path.abspath(p) for p in tables]
-    out = dataclasses.replace(tabs[0], **cat, weight=weight, chan_freq=freq, chan_width=width, path=None,
-                              extra=extra)
-    out.write(caltable, overwrite=overwrite)
-    return read_caltable(caltable)
 
 
 def _shortest_scan_s(ctx: Context, fields: list[str]) -> float:
@@ -394,6 +322,7 @@ class BandpassStage(Stage):
     def _solve_groups(ctx: Context, plan: dict[int, tuple[str, int]], bp_path: str, common: dict):
         """solve_bandpass once per (solint, fillgaps) group of spws; several groups are
         solved into ``working/`` and merged into `bp_path`."""
+        from fastcal.pipeline.stages.spwphaseup import merge_caltables
         from fastcal.solve import solve_bandpass
 
         groups: dict[tuple[str, int], list[int]] = {}
@@ -408,7 +337,7 @@ class BandpassStage(Stage):
             part = ctx.path("working", f"{ctx.vis_name}.bcal.part{k}.tbl")
             ctx.call(solve_bandpass, caltable=part, spw=",".join(map(str, g)), solint=si, fillgaps=fg, **common)
             parts.append(part)
-        return ctx.call(merge_bandpass_tables, tables=parts, caltable=bp_path, overwrite=True)
+        return ctx.call(merge_caltables, tables=parts, caltable=bp_path, overwrite=True)
 
     @staticmethod
     def _bpflag_skipped(ctx: Context, bp) -> list[int]:

@@ -366,7 +366,8 @@ def solve_phase(ctx: Context, plan: PhasePlan, caltable: str, *, field: str, sol
 
 def merge_caltables(tables: Sequence[str], caltable: str, overwrite: bool = False):
     """Write the rows of several caltables of one type and disjoint spws into one (CASA
-    ``gaincal(append=True)`` for per-group solves).
+    ``gaincal(append=True)``/``bandpass(append=True)`` for per-group solves). Spws may have
+    different solution-channel counts: cells are padded to the largest with flagged values.
 
     Parameters
     ----------
@@ -404,10 +405,22 @@ def merge_caltables(tables: Sequence[str], caltable: str, overwrite: bool = Fals
                 raise ParameterError(f"merge_caltables: spw {s} is in both {seen[s]} and {path}; valid: "
                                      f"disjoint spws")
             seen[s] = path
+    # spws of different solution-channel counts (bandpasses with per-spw frequency solints):
+    # cells padded to the largest count with flagged placeholders, as CASA stores such tables
+    n_chan = max(t.params.shape[1] for t in tabs)
+    fill = {"params": 1.0 + 0.0j, "paramerr": 0.0, "snr": 0.0, "flag": True, "weight": 0.0}
+
+    def pad(a, v):
+        out = np.full((a.shape[0], n_chan, *a.shape[2:]), v, a.dtype)
+        out[:, :a.shape[1]] = a
+        return out
+
     cat = {k: np.concatenate([getattr(t, k) for t in tabs]) for k in
-           ("time", "interval", "field_id", "spw_id", "antenna1", "antenna2", "scan", "obs_id", "params",
-            "paramerr", "snr", "flag")}
-    weight = None if any(t.weight is None for t in tabs) else np.concatenate([t.weight for t in tabs])
+           ("time", "interval", "field_id", "spw_id", "antenna1", "antenna2", "scan", "obs_id")}
+    cat.update({k: np.concatenate([pad(getattr(t, k), fill[k]) for t in tabs])
+                for k in ("params", "paramerr", "snr", "flag")})
+    weight = None if any(t.weight is None for t in tabs) else \
+        np.concatenate([pad(t.weight, fill["weight"]) for t in tabs])
     freq: dict[int, np.ndarray] = {}
     width: dict[int, np.ndarray] = {}
     for t in tabs:
