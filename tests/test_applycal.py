@@ -360,7 +360,7 @@ def test_antpos_table_removes_a_simulated_position_error(tmp_path):
         assert before > 0.1 and after < 1e-3, (before, after)
 
 
-def test_spectral_weights_are_calibrated_per_channel(tmp_path):
+def test_spectral_weights_are_calibrated_per_channel_b_by_its_channel_mean(tmp_path):
     from fastcal.simulate import SimConfig, simulate
 
     path = tmp_path / "ws.ms"
@@ -392,10 +392,14 @@ def test_spectral_weights_are_calibrated_per_channel(tmp_path):
             path, "WEIGHT_SPECTRUM", "SIGMA", "WEIGHT", "TIME", "ANTENNA1", "ANTENNA2", spws=[s]
         )
         ti = truth.time_index(c["TIME"])
-        gp = truth.gains[ti, c["ANTENNA1"], i][:, None, :] * truth.bandpass[i][c["ANTENNA1"]]
-        gq = truth.gains[ti, c["ANTENNA2"], i][:, None, :] * truth.bandpass[i][c["ANTENNA2"]]
-        expect = np.abs(gp * gq) ** 2 / c["SIGMA"][:, None, [0, -1]] ** 2
-        np.testing.assert_allclose(c["WEIGHT_SPECTRUM"][:, :, [0, -1]], expect, rtol=1e-4)
+        # G per channel (one value anyway); B by the mean of |B|^2 over its channels, also
+        # for WEIGHT_SPECTRUM, as CASA's BJones::calcWtScale (casatasks 6.7 gives a constant)
+        b2 = np.mean(np.abs(truth.bandpass[i]) ** 2, axis=1)  # (n_ant, 2)
+        gp = np.abs(truth.gains[ti, c["ANTENNA1"], i]) ** 2 * b2[c["ANTENNA1"]]
+        gq = np.abs(truth.gains[ti, c["ANTENNA2"], i]) ** 2 * b2[c["ANTENNA2"]]
+        expect = (gp * gq)[:, None, :] / c["SIGMA"][:, None, [0, -1]] ** 2
+        ws = c["WEIGHT_SPECTRUM"][:, :, [0, -1]]
+        np.testing.assert_allclose(ws, np.broadcast_to(expect, ws.shape), rtol=1e-4)
         np.testing.assert_allclose(c["WEIGHT"], np.median(c["WEIGHT_SPECTRUM"], axis=1), rtol=1e-6)
 
 

@@ -265,3 +265,40 @@ def test_calflagstrict_flags_spws_without_solutions_as_casa(scenario):
     assert ok.mean() > 0.5
     scale = np.abs(b["CORRECTED_DATA"][ok]).max()
     assert np.abs(a["CORRECTED_DATA"][ok] - b["CORRECTED_DATA"][ok]).max() <= RTOL * scale
+
+
+def test_spectral_weights_with_bandpass_match_casa(tmp_path):
+    """WEIGHT_SPECTRUM with calwt=True and a B table: CASA scales it by the channel mean of
+    |B|^2 per antenna (BJones::calcWtScale), not per channel; a sloped B makes the two differ."""
+    skip_without_casa()
+    import shutil
+
+    from fastcal.simulate import SimConfig, simulate
+
+    path = tmp_path / "ws.ms"
+    truth = simulate(path, config=SimConfig.tiny(seed=12).replace(wvr=False, weight_spectrum=True))
+    sci = [int(s) for s in truth.science_spw_ids]
+    slope = np.linspace(0.4, 1.6, truth.bandpass.shape[2])[None, :, None]
+    btab = str(CalTable.from_solutions(
+        "B Jones", {s: (truth.bandpass[i] * slope)[None] for i, s in enumerate(sci)},
+        times=truth.time[:1], ms=path).write(tmp_path / "ws.B"))
+    mine, theirs = tmp_path / "fc.ms", tmp_path / "casa.ms"
+    shutil.copytree(path, mine)
+    shutil.copytree(path, theirs)
+    spw = ",".join(map(str, sci))
+    applycal(mine, gaintable=[btab], spw=spw, calwt=True, flagbackup=False)
+    run_casa(f"from casatasks import applycal\napplycal(vis={str(theirs)!r}, spw={spw!r}, "
+             f"gaintable=[{btab!r}], calwt=True, flagbackup=False)\nemit({{'ok': True}})\n", cwd=tmp_path)
+    import casacore.tables as ct
+
+    for s in sci:
+        got = {}
+        for name, ms in (("fc", mine), ("casa", theirs)):
+            with ct.table(str(ms), ack=False) as t:
+                q = t.query(f"DATA_DESC_ID == {s} && ANTENNA1 != ANTENNA2")
+                got[name] = (q.getcol("WEIGHT_SPECTRUM"), q.getcol("WEIGHT"))
+                q.close()
+        ws = got["casa"][0]
+        assert np.ptp(ws / ws[:, :1, :], axis=1).max() < 1e-5  # CASA: one factor per row
+        np.testing.assert_allclose(got["fc"][0], ws, rtol=RTOL, err_msg=f"spw {s} WEIGHT_SPECTRUM")
+        np.testing.assert_allclose(got["fc"][1], got["casa"][1], rtol=RTOL, err_msg=f"spw {s} WEIGHT")

@@ -3,6 +3,7 @@ equation, CASA table conventions, refant handling, models, the calibrator cache.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from fastcal.caltable import read_caltable
 from fastcal.simulate import SimConfig, simulate
-from fastcal.solve import load_calibrator, solve_gains
+from fastcal.solve import load_calibrator, solve_bandpass, solve_gains
 
 N_ANT = 8
 BP_FIELD = 0
@@ -149,6 +150,72 @@ def test_noiseless_recovers_exactly(gain_ms_noiseless):
     assert med_a < 1e-5 and med_p < 1e-5
 
 
+def _sloped_bandpass(path, truth, amp, vis_cal="B Jones"):
+    """A B (or B TSYS) table on the science spws with real amplitude (Tsys) `amp` (n_chan,)
+    on every antenna."""
+    bp = solve_bandpass(path, field=str(BP_FIELD), spw=_science(truth), refant="0",
+                        model=_model(truth, BP_FIELD), minsnr=0)
+    dtype = np.complex64 if vis_cal == "B Jones" else np.float32
+    params = np.broadcast_to(amp[None, :, None], bp.params.shape).astype(dtype)
+    return dataclasses.replace(bp, vis_cal=vis_cal, par_type=None, params=params,
+                               flag=np.zeros(bp.flag.shape, bool))
+
+
+def _channel_weighted_amp(truth, k, x, w):
+    """sqrt of the mean of X_c = x (corrected gain product / true) weighted by |M_c|^2 w_c."""
+    m2 = truth.model_flux(BP_FIELD, truth.science_chan_freq[k]) ** 2
+    return np.sqrt(np.sum(m2 * w * x) / np.sum(m2 * w))
+
+
+def test_preapplied_bandpass_scales_weights_by_its_channel_mean(gain_ms_noiseless, gain_ms):
+    """CASA (BJones::calcWtScale): a pre-applied B scales each antenna's weights by the mean
+    of |B|^2 over its channels, the same in every channel (not by |B(nu)|^2 per channel).
+
+    The data have no bandpass, so after dividing by B each channel holds g_p g_q* / b_c^2 and
+    the interval gain is the weighted mean of those: with channel-independent weight scales
+    the channels count by |M_c|^2 alone; per channel they would count by |M_c|^2 b_c^4."""
+    path, truth = gain_ms_noiseless
+    n_chan = truth.science_chan_freq.shape[1]
+    amp = np.linspace(0.4, 1.6, n_chan)  # strong amplitude slope
+    bp = _sloped_bandpass(path, truth, amp)
+    kw = dict(spw=_science(truth), solint="inf", refant="0", minsnr=0)
+    direct = solve_gains(path, field=str(BP_FIELD), model=_model(truth, BP_FIELD),
+                         gaintable=[bp], **kw)
+    for k, spw in enumerate(truth.science_spw_ids):
+        casa = _channel_weighted_amp(truth, k, amp**-2, 1.0)  # channel-mean weight scale
+        per_chan = _channel_weighted_amp(truth, k, amp**-2, amp**4)
+        assert abs(casa / per_chan - 1) > 0.1  # the two rules are well apart here
+        s = direct.solutions(int(spw))
+        for i, t in enumerate(s.time):
+            g_true, _ = _truth_at(truth, k, BP_FIELD, t, s.scan[i], "inf")
+            ratio = np.abs(s.params[i, :, 0, :]) / np.abs(g_true)
+            np.testing.assert_allclose(ratio, casa, rtol=1e-4)
+    # the calibrator cache applies the same weights (SNR included), on noisy data
+    path_n, truth_n = gain_ms
+    bp_n = _sloped_bandpass(path_n, truth_n, amp)
+    direct = solve_gains(path_n, field=str(BP_FIELD), model=_model(truth_n, BP_FIELD),
+                         gaintable=[bp_n], **kw)
+    cache = load_calibrator(path_n, field=str(BP_FIELD), spw=_science(truth_n),
+                            model=_model(truth_n, BP_FIELD))
+    assert solve_gains(cache, gaintable=[bp_n], **kw).equals(direct, rtol=1e-5, atol=1e-6)
+
+
+def test_preapplied_tsys_scales_weights_per_channel(gain_ms_noiseless):
+    """CASA's solvers calibrate spectral weights (VisEquation::collapse2), so a pre-applied
+    Tsys scales them by 1/Tsys(nu) per channel even without WEIGHT_SPECTRUM: channel c
+    (corrected value g g* Tsys_c) counts by |M_c|^2 / Tsys_c^2, not by |M_c|^2."""
+    path, truth = gain_ms_noiseless
+    tsys = np.linspace(50.0, 400.0, truth.science_chan_freq.shape[1])
+    tab = solve_gains(path, field=str(BP_FIELD), model=_model(truth, BP_FIELD),
+                      spw=_science(truth), solint="inf", refant="0", minsnr=0,
+                      gaintable=[_sloped_bandpass(path, truth, tsys, "B TSYS")])
+    for k, spw in enumerate(truth.science_spw_ids):
+        s = tab.solutions(int(spw))
+        g_true, _ = _truth_at(truth, k, BP_FIELD, s.time[0], s.scan[0], "inf")
+        np.testing.assert_allclose(np.abs(s.params[0, :, 0, :]) / np.abs(g_true),
+                                   _channel_weighted_amp(truth, k, tsys, tsys**-2.0), rtol=1e-4)
+
+
 def test_table_conventions(gain_ms, tmp_path):
     path, truth = gain_ms
     out = tmp_path / "g.cal"
@@ -264,6 +331,49 @@ def test_parity_with_casa_gaincal_and_bandpass(tmp_path):
             assert r["phase_deg"]["median"] < 0.1, (name, r)
         if r["delay_ns"] is not None:
             assert r["delay_ns"]["median"] < 0.01, (name, r)
+
+
+@pytest.mark.casa
+@pytest.mark.parametrize("vis_cal, weight_spectrum",
+                         [("B Jones", False), ("B Jones", True), ("B TSYS", False)])
+def test_parity_with_casa_gaincal_preapplied_bandpass(tmp_path, vis_cal, weight_spectrum):
+    """casatasks.gaincal 6.7 with the same sloped B (Tsys) pre-applied (its solvers always
+    calwt): its amplitudes equal fastcal's and the weight rule of CASA's source, a channel
+    mean of |B|^2 with or without WEIGHT_SPECTRUM, 1/Tsys(nu) per channel."""
+    from casa_helpers import from_json, run_casa, skip_without_casa
+
+    skip_without_casa()
+    path = tmp_path / "p.ms"
+    truth = _sim(path, model_data=True, noise=False, weight_spectrum=weight_spectrum)
+    n_chan = truth.science_chan_freq.shape[1]
+    amp = np.linspace(0.4, 1.6, n_chan) if vis_cal == "B Jones" else np.linspace(50, 400, n_chan)
+    x, w = (amp**-2, 1.0) if vis_cal == "B Jones" else (amp, amp**-2)
+    bp_path = tmp_path / "slope.bcal"
+    _sloped_bandpass(path, truth, amp, vis_cal).write(bp_path)
+    spws = _science(truth)
+    tab = solve_gains(path, field=str(BP_FIELD), spw=spws, solint="inf", refant="0", minsnr=0,
+                      gaintable=[str(bp_path)])
+    got = from_json(run_casa(f"""
+        from casatasks import gaincal
+        from casatools import table
+        gaincal(vis={str(path)!r}, caltable="g.cal", field="{BP_FIELD}", spw="{spws}",
+                solint="inf", refant="0", minsnr=0.0, calmode="ap",
+                gaintable=[{str(bp_path)!r}])
+        tb = table()
+        tb.open("g.cal")
+        emit(dict(spw=tb.getcol("SPECTRAL_WINDOW_ID"), ant=tb.getcol("ANTENNA1"),
+                  cparam=tb.getcol("CPARAM"), flag=tb.getcol("FLAG")))
+        tb.close()
+    """))
+    for k, spw in enumerate(truth.science_spw_ids):
+        rows = got["spw"] == spw
+        casa_amp = np.abs(got["cparam"][:, 0, rows]).T  # (ant, pol)
+        sol = tab.solutions(int(spw))
+        ours = np.abs(sol.params[0, :, 0, :])
+        np.testing.assert_allclose(ours[got["ant"][rows]], casa_amp, rtol=1e-4)
+        g_true, _ = _truth_at(truth, k, BP_FIELD, sol.time[0], sol.scan[0], "inf")
+        np.testing.assert_allclose(casa_amp / np.abs(g_true[got["ant"][rows]]),
+                                   _channel_weighted_amp(truth, k, x, w), rtol=1e-4)
 
 
 @pytest.mark.parametrize("task", ["gaincal", "bandpass"])

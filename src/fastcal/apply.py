@@ -717,7 +717,10 @@ class _Pipeline:
         self.writes_data = mode in (MODE_CALFLAG, MODE_CALONLY)
         self.writes_flag = mode in (MODE_CALFLAG, MODE_FLAGONLY) and writer is not None
         self.reader = _BlockReader(info.path)
-        self.terms_calwt = np.array([s.calwt for s in specs], np.bool_)
+        # weight scaling per table: 0 none, 1 |J|^2 per channel, 2 channel mean of |B|^2 (CASA
+        # BJones::calcWtScale, also with WEIGHT_SPECTRUM; checked against casatasks 6.7)
+        self.terms_calwt = np.array(
+            [0 if not s.calwt else 2 if s.vis_cal == "B Jones" else 1 for s in specs], np.int8)
         self.unflushed = 0
 
     def close(self) -> None:

@@ -944,8 +944,11 @@ def chunk_jones(
             flag[:, na:] = True
         if not s.calwt:
             continue
-        if wscale is not None:
-            wscale[:, :na] *= np.where(f[:, :na], 1.0, np.abs(j[:, :na]) ** 2)
+        if wscale is not None:  # B Jones: its channel mean also for spectral weights (CASA)
+            per_chan = np.abs(j[:, :na]) ** 2
+            if s.vis_cal == "B Jones" and mws is not None:
+                per_chan = np.broadcast_to(mws[:, :na], per_chan.shape)
+            wscale[:, :na] *= np.where(f[:, :na], 1.0, per_chan)
         if mws is None:  # single-channel terms: |J|^2; channel-dependent phase-only (K, KAntPos): 1
             mws = (
                 np.where(f[:, :na], 1.0, np.abs(j[:, :na]) ** 2)

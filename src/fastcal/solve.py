@@ -483,17 +483,48 @@ def _build_accs(kind: str, groups: list[_Group], intervals: list[Interval], sol:
     return accs, local
 
 
-def _group_jones(specs: list, info: MSInfo, g: _Group, n_ant: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pre-apply Jones of a group on its unique times (empty arrays without tables)."""
+def _group_jones(specs: list, info: MSInfo, g: _Group,
+                 n_ant: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Pre-apply Jones of a group on its unique times (empty arrays without tables), and
+    its weight scale (None: |J|^2 per channel, see :func:`_group_wscale`)."""
     if not specs:
-        return _EMPTY_J, _EMPTY_JF
+        return _EMPTY_J, _EMPTY_JF, None
     interp_mod = importlib.import_module("fastcal.interp")
     cj = interp_mod.chunk_jones(specs, info, spw_id=g.spw, field_id=g.field, scan=g.scan,
                                 observation_id=g.obs, times=g.utimes, chan_freq=g.freq,
                                 n_ant=n_ant)
     jones = np.ascontiguousarray(cj.jones, dtype=np.complex64)
     jflag = np.ascontiguousarray(cj.flag, dtype=np.bool_)
-    return jones, jflag
+    return jones, jflag, _group_wscale(specs, info, g, n_ant, jones.shape[2])
+
+
+def _group_wscale(specs: list, info: MSInfo, g: _Group, n_ant: int,
+                  n_chan: int) -> np.ndarray | None:
+    """Weight scale float32 (n_utime, n_ant, n_chan or 1, 2) of the pre-applied tables when a
+    bandpass is among them, else None (the kernels then use |J|^2 per channel).
+
+    CASA's solvers (VisEquation::collapse2 -> VisCal::correct2 with spectral weights) scale
+    the weights by |J|^2 per antenna/receptor, except for a B Jones table: one factor per
+    antenna/receptor, the mean of |B|^2 over its unflagged channels (BJones::calcWtScale,
+    VisJones::syncWtScale), with or without WEIGHT_SPECTRUM. Tsys (B TSYS) stays per channel
+    (1/Tsys(nu), StandardTsys with channelised weights)."""
+    if not any(s.calwt and s.vis_cal == "B Jones" for s in specs):
+        return None
+    interp_mod = importlib.import_module("fastcal.interp")
+    ws = np.ones((g.utimes.size, n_ant, n_chan, 2), np.float64)
+    for s in specs:
+        if not s.calwt:
+            continue
+        j, f, mws = interp_mod.table_term(s, info, g.spw, g.field, g.obs, g.utimes, g.freq,
+                                          g.scan)
+        na = min(n_ant, j.shape[1])
+        f = np.asarray(f[:, :na]) | (j[:, :na] == 0)
+        if s.vis_cal == "B Jones" and mws is not None:
+            term = np.where(f.all(axis=2, keepdims=True), 1.0, mws[:, :na])
+        else:
+            term = np.where(f, 1.0, np.abs(j[:, :na]) ** 2)
+        ws[:, :na] *= term
+    return np.ascontiguousarray(ws, np.float32)
 
 
 @dataclass
@@ -507,6 +538,7 @@ class _BlockJob:
     jones: np.ndarray
     jflag: np.ndarray
     one_time_per_slot: bool = False
+    wscale: np.ndarray | None = None  # weight scale in place of |J|^2 (_group_wscale)
 
 
 def _reduce_block(g: _Group, job: _BlockJob, n_ant: int, n_bl: int,
@@ -546,7 +578,7 @@ def _reduce_block(g: _Group, job: _BlockJob, n_ant: int, n_bl: int,
     if job.model.kind == "point":
         spec = _model_spec(job.model, g.freq, g.corr_types, g.n_pol)
         average_point_model(data, spec, flag, weight, a1, a2, rel, job.chan_bin, g.corr_index,
-                            job.jones, job.jflag, jt, True, vis, wt, nn)
+                            job.jones, job.jflag, jt, True, vis, wt, nn, job.wscale)
     else:
         if job.model.kind == "column":
             model = arr["MODEL_DATA"]
@@ -554,7 +586,7 @@ def _reduce_block(g: _Group, job: _BlockJob, n_ant: int, n_bl: int,
             model = np.ascontiguousarray(job.model.obj.visibilities(arr["UVW"], g.freq, g.corr_types),
                                          np.complex64)
         average_model(data, model, flag, weight, a1, a2, rel, job.chan_bin, g.corr_index,
-                      job.jones, job.jflag, jt, True, vis, wt, nn)
+                      job.jones, job.jflag, jt, True, vis, wt, nn, job.wscale)
     return (s0, vis, wt, nn, *_time_weights(g, job, times, tpos, rel, flag, a1, a2, nn, shape[0]))
 
 
@@ -649,7 +681,7 @@ def _ms_jobs(info: MSInfo, p: _Params, groups: list[_Group], slots: list[np.ndar
     for gi, g in enumerate(groups):
         iv_spw = intervals[int(slots[gi][0])].label_spw
         acc = accs[iv_spw]
-        jones, jflag = _group_jones(p.specs, info, g, n_ant)
+        jones, jflag, wscale = _group_jones(p.specs, info, g, n_ant)
         slot_local = local[slots[gi]]
         single = bool(np.unique(slot_local).size == slot_local.size)
         model = models[gi]
@@ -661,7 +693,7 @@ def _ms_jobs(info: MSInfo, p: _Params, groups: list[_Group], slots: list[np.ndar
             touched = np.unique(slot_local[np.searchsorted(g.utimes, bt)])
             jobs.append(_RedJob(gi, iv_spw, touched,
                                 _BlockJob(gi, b, slot_local, acc.chan_bin[gi], acc.out_freq.size,
-                                          model, jones, jflag, single), g))
+                                          model, jones, jflag, single, wscale), g))
     return jobs
 
 
@@ -685,14 +717,14 @@ def _run_cache_job(info: MSInfo, p: _Params, groups: list[_Group], slots: list[n
     g = groups[job.gi]
     acc = accs[job.spw]
     a1, a2 = dense_baselines(n_ant)
-    jones, jflag = _group_jones(p.specs, info, g, n_ant)
+    jones, jflag, wscale = _group_jones(p.specs, info, g, n_ant)
     sl = local[slots[job.gi]]
     s0, s1 = int(sl.min()), int(sl.max())
     shape = (s1 - s0 + 1, *acc.vis.shape[1:])
     vis, wt, nn = np.zeros(shape, np.complex128), np.zeros(shape), np.zeros(shape, np.int64)
     reduce_cached(g.cache.vis, g.cache.wt, (sl - s0).astype(np.int64), acc.chan_bin[job.gi],
                   a1, a2, jones, jflag, np.arange(g.utimes.size, dtype=np.int64), True,
-                  vis, wt, nn)
+                  vis, wt, nn, wscale)
     rel = sl - s0
     tsum = np.bincount(rel, weights=g.cache.n_good * (g.utimes - _T_REF), minlength=shape[0])
     tcnt = np.bincount(rel, weights=g.cache.n_good, minlength=shape[0])

@@ -158,7 +158,7 @@ def test_correct_block_equals_jones_product_and_apply_rows(layout, mode):
     counts = np.zeros(N_COUNTS, np.int64)
     n_changed = correct_block(
         d, f, flag_row, w, a1, a2, tidx, n_utime, n_ant, (g, b), (gf, bf),
-        (np.empty((0, 1, 1, 2)), bm), np.array([True, True]), corr_rec, mode, True, True,
+        (np.empty((0, 1, 1, 2)), bm), np.array([1, 1], np.int8), corr_rec, mode, True, True,
         row_flagged, counts,
     )  # fmt: skip
     if mode != MODE_FLAGONLY:
@@ -182,7 +182,7 @@ def test_correct_block_unchanged_flags_report_zero_changes():
     n_changed = correct_block(
         data.copy(), f, np.zeros(len(f), bool), np.ones((len(f), 1, 2), np.float32), a1, a2,
         tidx, 2, 4, (g,), (np.zeros(g.shape, bool),), (np.empty((0, 1, 1, 2)),),
-        np.array([False]), corr_rec, MODE_CALFLAG, False, False, np.empty(len(f), bool), counts,
+        np.array([0], np.int8), corr_rec, MODE_CALFLAG, False, False, np.empty(len(f), bool), counts,
     )  # fmt: skip
     assert n_changed == 0
     np.testing.assert_array_equal(f, flag)

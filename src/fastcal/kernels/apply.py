@@ -410,7 +410,9 @@ def _combine_terms(n_u, n_ant, n_c, terms_j, terms_f, terms_mws, terms_calwt, sp
     channel axis of length 1 is broadcast), ``terms_f[i]`` its flags (same shape),
     ``terms_mws[i]`` its channel-averaged weight scale float64 ``(n_u or 1, n_ant_tab, 1, 2)``
     or an empty array (then |J|^2 for single-channel terms, 1 for channelised ones), and
-    ``terms_calwt[i]`` whether it scales the weights. A flagged or zero element is 1 in that
+    ``terms_calwt[i]`` how it scales the weights: 0 not at all, 1 by |J|^2 per channel, 2
+    (B Jones) by its channel-averaged scale ``terms_mws[i]`` also for spectral weights (CASA's
+    BJones::calcWtScale: one factor per antenna and receptor). A flagged or zero element is 1 in that
     term only (CASA's setMatByOk) and flags the product; antennas a table does not know are
     flagged. Returns (jones complex64, flag, wscale float32 per channel (empty unless
     `spectral`), wscale_mean float32 ``(n_u, n_ant, 1, 2)``).
@@ -446,11 +448,10 @@ def _combine_terms(n_u, n_ant, n_c, terms_j, terms_f, terms_mws, terms_calwt, sp
                             jflag[t, p, c, a] = True
                             continue
                         jones[t, p, c, a] = np.complex64(np.complex128(jones[t, p, c, a]) * v)
-                        if calwt and spectral:
-                            wscale[t, p, c, a] = np.float32(
-                                np.float64(wscale[t, p, c, a]) * (abs(v) ** 2)
-                            )
-                    if not calwt or all_bad:
+                        if calwt != 0 and spectral:
+                            s2 = mws[tm, p, 0, a] if (calwt == 2 and has_mws) else abs(v) ** 2
+                            wscale[t, p, c, a] = np.float32(np.float64(wscale[t, p, c, a]) * s2)
+                    if calwt == 0 or all_bad:
                         continue
                     if has_mws:
                         m = mws[tm, p, 0, a]
@@ -582,7 +583,8 @@ def correct_block(
     n_utime, n_ant : int
     terms_j, terms_f, terms_mws : tuples of arrays
         One entry per calibration table in order of application (see :func:`_combine_terms`).
-    terms_calwt : bool (n_terms,)
+    terms_calwt : int8 (n_terms,)
+        Weight mode per table: 0 none, 1 |J|^2 per channel, 2 channel mean (B Jones).
     corr_rec : int64 (n_corr, 2)
     mode : int
         MODE_CALFLAG, MODE_CALONLY, MODE_FLAGONLY or MODE_TRIAL.

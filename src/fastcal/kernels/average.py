@@ -8,7 +8,8 @@ output channel, parallel-hand polarisation), the weighted sums
     n_samples = number of samples added    int64
 
 where V' = V / (J_p,a conj(J_q,b)) is the pre-calibrated visibility and
-w' = w |J_p,a|^2 |J_q,b|^2 its calibrated weight (``calwt``). ``vis_sum / wt_sum`` is the
+w' = w |J_p,a|^2 |J_q,b|^2 its calibrated weight (``calwt``; or w s_p,a s_q,b with a separate
+weight scale s, e.g. CASA's channel-averaged |B|^2). ``vis_sum / wt_sum`` is the
 weighted mean of X = V'/M with weight w'|M|^2, which is what CASA solves on
 (docs/kernels.md, "Reduction"). The sums add exactly, so chunks of one interval may be
 reduced separately and added, and any ``solint``/``combine`` is assembled afterwards.
@@ -32,6 +33,7 @@ __all__ = [
 ]
 
 JIT = dict(nogil=True, cache=True)
+
 
 
 @numba.njit(**JIT)
@@ -102,7 +104,8 @@ def _n_ant_of(n_bl):
 
 @numba.njit(**JIT)
 def _check_shapes(data, flag, weight, ant1, ant2, interval_idx, chan_bin, corr_index,
-                  jones, jones_flag, jones_time_idx, vis_sum, wt_sum, n_samples):
+                  jones, jones_flag, jones_time_idx, vis_sum, wt_sum, n_samples,
+                  wscale):
     n_row, n_chan, n_corr = data.shape
     if flag.shape != data.shape:
         raise ValueError("flag must have the shape of data (n_row, n_chan, n_corr)")
@@ -135,6 +138,10 @@ def _check_shapes(data, flag, weight, ant1, ant2, interval_idx, chan_bin, corr_i
             raise ValueError("jones must be (n_utime, n_ant, n_chan or 1, n_receptor)")
         if jones.shape[1] < _n_ant_of(vis_sum.shape[1]):
             raise ValueError("jones has fewer antennas than the baseline layout of vis_sum")
+        if wscale.shape[0] > 0 and (
+                wscale.shape[0] != jones.shape[0] or wscale.shape[1] != jones.shape[1]
+                or not (wscale.shape[2] == 1 or wscale.shape[2] == n_chan)):
+            raise ValueError("wscale must be (n_utime, n_ant, n_chan or 1, n_rec) like jones")
 
 
 @numba.njit(**JIT)
@@ -220,7 +227,7 @@ def _reduce_point_plain(data, model_spec, flag, weight, ant1, ant2, interval_idx
 @numba.njit(**JIT)
 def _reduce(data, model, model_spec, use_spec, flag, weight, ant1, ant2, interval_idx,
             chan_bin, corr_index, jones, jones_flag, jones_time_idx, calwt,
-            vis_sum, wt_sum, n_samples):
+            vis_sum, wt_sum, n_samples, wscale):
     """The reduction loop. Per row, consecutive channels of one output bin are summed in
     registers and added to the accumulators when the bin changes."""
     n_row, n_chan, n_corr = data.shape
@@ -234,6 +241,9 @@ def _reduce(data, model, model_spec, use_spec, flag, weight, ant1, ant2, interva
     weight_per_chan = weight.shape[1] > 1
     ci0 = corr_index[0]
     ci1 = corr_index[n_pol - 1]
+    use_ws = use_jones and wscale.shape[0] > 0
+    ws_per_chan = wscale.shape[2] > 1
+    kw1 = 1 if wscale.shape[3] > 1 else 0
 
     if use_spec and not use_jones and not weight_per_chan and n_pol == 2:
         _reduce_point_plain(data, model_spec, flag, weight, ant1, ant2, interval_idx,
@@ -331,7 +341,14 @@ def _reduce(data, model, model_spec, use_spec, flag, weight, ant1, ant2, interva
                     a2 = den.real * den.real + den.imag * den.imag
                     # w' conj(M) V/den = w conj(M) V conj(den) / |den|^2, w' = w |den|^2
                     x = x * np.conj(den)
-                    if calwt:
+                    if use_ws:  # w' = w s_p s_q: w' conj(M) V/den = x s_p s_q / |den|^2
+                        cs = c if ws_per_chan else 0
+                        kw = 0 if k == 0 else kw1
+                        s2 = (np.float64(wscale[tj, p, cs, kw])
+                              * np.float64(wscale[tj, q, cs, kw]))
+                        w = w * s2
+                        x = x * (s2 / a2)
+                    elif calwt:
                         w = w * a2
                     else:
                         x = x / a2
@@ -347,7 +364,8 @@ def _reduce(data, model, model_spec, use_spec, flag, weight, ant1, ant2, interva
 
 @numba.njit(**JIT)
 def average_model(data, model, flag, weight, ant1, ant2, interval_idx, chan_bin, corr_index,
-                  jones, jones_flag, jones_time_idx, calwt, vis_sum, wt_sum, n_samples):
+                  jones, jones_flag, jones_time_idx, calwt, vis_sum, wt_sum, n_samples,
+                  wscale=None):
     """Accumulate model-divided, pre-calibrated visibilities of one chunk; MODEL as an array.
 
     Parameters
@@ -393,6 +411,11 @@ def average_model(data, model, flag, weight, ant1, ant2, interval_idx, chan_bin,
     n_samples : int64[interval, bl, out_chan, pol]
         Accumulator (updated in place): number of samples added. An array with a first
         axis of length 0 skips the counting.
+    wscale : float32[utime, ant, chan or 1, receptor], optional
+        Calibrated-weight scale per antenna/receptor, in place of ``|J|^2``: with it the
+        weight is ``w s_p,a s_q,b`` whatever `calwt` (CASA scales weights by a channel
+        average of ``|B|^2`` for a bandpass, not per channel). None, or a leading axis of
+        length 0, uses ``|J_p,a|^2 |J_q,b|^2`` (`calwt`). Ignored without `jones`.
 
     Notes
     -----
@@ -401,19 +424,21 @@ def average_model(data, model, flag, weight, ant1, ant2, interval_idx, chan_bin,
     calibrated value is not finite are skipped. Raises ValueError for inconsistent shapes
     only, never for data conditions.
     """
+    ws = np.zeros((0, 1, 1, 1), np.float32) if wscale is None else wscale
     _check_shapes(data, flag, weight, ant1, ant2, interval_idx, chan_bin, corr_index,
-                  jones, jones_flag, jones_time_idx, vis_sum, wt_sum, n_samples)
+                  jones, jones_flag, jones_time_idx, vis_sum, wt_sum, n_samples, ws)
     if model.shape != data.shape:
         raise ValueError("model must have the shape of data (n_row, n_chan, n_corr)")
     dummy = np.zeros((0, 0), np.float64)
     _reduce(data, model, dummy, False, flag, weight, ant1, ant2, interval_idx, chan_bin,
-            corr_index, jones, jones_flag, jones_time_idx, calwt, vis_sum, wt_sum, n_samples)
+            corr_index, jones, jones_flag, jones_time_idx, calwt, vis_sum, wt_sum, n_samples,
+            ws)
 
 
 @numba.njit(**JIT)
 def average_point_model(data, model_spec, flag, weight, ant1, ant2, interval_idx, chan_bin,
                         corr_index, jones, jones_flag, jones_time_idx, calwt,
-                        vis_sum, wt_sum, n_samples):
+                        vis_sum, wt_sum, n_samples, wscale=None):
     """As :func:`average_model`, for a point source at the phase centre (virtual model).
 
     Parameters
@@ -425,10 +450,12 @@ def average_point_model(data, model_spec, flag, weight, ant1, ant2, interval_idx
 
     All other parameters are those of :func:`average_model`.
     """
+    ws = np.zeros((0, 1, 1, 1), np.float32) if wscale is None else wscale
     _check_shapes(data, flag, weight, ant1, ant2, interval_idx, chan_bin, corr_index,
-                  jones, jones_flag, jones_time_idx, vis_sum, wt_sum, n_samples)
+                  jones, jones_flag, jones_time_idx, vis_sum, wt_sum, n_samples, ws)
     if model_spec.shape[0] != data.shape[1] or model_spec.shape[1] != corr_index.shape[0]:
         raise ValueError("model_spec must be (n_chan, n_pol) with n_pol = len(corr_index)")
     dummy = np.zeros((0, 0, 0), np.complex64)
     _reduce(data, dummy, model_spec, True, flag, weight, ant1, ant2, interval_idx, chan_bin,
-            corr_index, jones, jones_flag, jones_time_idx, calwt, vis_sum, wt_sum, n_samples)
+            corr_index, jones, jones_flag, jones_time_idx, calwt, vis_sum, wt_sum, n_samples,
+            ws)

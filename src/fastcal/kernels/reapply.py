@@ -11,6 +11,7 @@ with den = J_p,a conj(J_q,a),
 
     vis' = vis conj(den),  wt' = wt |den|^2     (calwt=True)
     vis' = vis / den,      wt' = wt             (calwt=False)
+    vis' = vis conj(den) s_p s_q / |den|^2,  wt' = wt s_p s_q   (separate weight scale s)
 
 which are the sums the average kernel would have produced on the calibrated data. This
 kernel applies that and sums cells into (interval, baseline, output channel, pol).
@@ -28,7 +29,7 @@ JIT = dict(nogil=True, cache=True)
 
 @numba.njit(**JIT)
 def reduce_cached(vis, wt, slot, chan_bin, bl_ant1, bl_ant2, jones, jones_flag,
-                  jones_time_idx, calwt, out_vis, out_wt, out_n):
+                  jones_time_idx, calwt, out_vis, out_wt, out_n, wscale=None):
     """Apply Jones terms to cached sums and accumulate them per solution interval.
 
     Parameters
@@ -56,13 +57,29 @@ def reduce_cached(vis, wt, slot, chan_bin, bl_ant1, bl_ant2, jones, jones_flag,
     out_vis : complex128[interval, bl, out_chan, pol]   (updated in place)
     out_wt : float64[interval, bl, out_chan, pol]       (updated in place)
     out_n : int64[interval, bl, out_chan, pol]          (updated in place)
+    wscale : float32[utime, ant, chan or 1, receptor], optional
+        Weight scale per antenna/receptor used in place of |J|^2: ``wt' = wt s_p s_q``,
+        ``vis' = vis conj(den) s_p s_q / |den|^2`` whatever `calwt` (CASA's channel-averaged
+        |B|^2). None or a leading axis of length 0: |den|^2 (`calwt`).
     """
+    ws = np.zeros((0, 1, 1, 1), np.float32) if wscale is None else wscale
+    _reduce_cached(vis, wt, slot, chan_bin, bl_ant1, bl_ant2, jones, jones_flag,
+                   jones_time_idx, calwt, out_vis, out_wt, out_n, ws)
+
+
+@numba.njit(**JIT)
+def _reduce_cached(vis, wt, slot, chan_bin, bl_ant1, bl_ant2, jones, jones_flag,
+                   jones_time_idx, calwt, out_vis, out_wt, out_n, wscale):
+    """:func:`reduce_cached` with an explicit (possibly empty) `wscale`."""
     n_t, n_bl, n_chan, n_pol = vis.shape
     n_int = out_vis.shape[0]
     n_out = out_vis.shape[2]
     use_j = jones.shape[0] > 0
     per_chan = use_j and jones.shape[2] > 1
     n_rec = jones.shape[3] if use_j else 1
+    use_ws = use_j and wscale.shape[0] > 0
+    ws_per_chan = wscale.shape[2] > 1
+    n_rec_ws = wscale.shape[3]
     for t in range(n_t):
         it = slot[t]
         if it < 0 or it >= n_int:
@@ -94,7 +111,14 @@ def reduce_cached(vis, wt, slot, chan_bin, bl_ant1, bl_ant2, jones, jones_flag,
                         a2 = den.real * den.real + den.imag * den.imag
                         if a2 == 0.0 or not np.isfinite(a2):
                             continue
-                        if calwt:
+                        if use_ws:
+                            cs = c if ws_per_chan else 0
+                            kw = k if n_rec_ws > 1 else 0
+                            s2 = (np.float64(wscale[tj, p, cs, kw])
+                                  * np.float64(wscale[tj, q, cs, kw]))
+                            x = x * np.conj(den) * (s2 / a2)
+                            w = w * s2
+                        elif calwt:
                             x = x * np.conj(den)
                             w = w * a2
                         else:
