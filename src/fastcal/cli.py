@@ -33,8 +33,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print()
     print(f"Simulated {demo.ms} in {demo.simulate_s:.1f} s (truth: {demo.ms}.truth.json/.npz)")
     print(f"Calibrated it with the ALMA-style recipe in {demo.pipeline_s:.1f} s:")
+    width = max((len(stage) for stage, _, _ in demo.stage_status), default=0)
     for stage, status, seconds in demo.stage_status:
-        print(f"  {stage:12s} {status:10s} {seconds:6.2f} s")
+        print(f"  {stage:{width}s} {status:10s} {seconds:6.2f} s")
     if demo.phasecal_flux:
         name, flux, err, true = demo.phasecal_flux
         print(

@@ -412,10 +412,12 @@ def run_from_args(args: argparse.Namespace) -> int:
     from fastcal.pipeline.recipe import alma_recipe
 
     if getattr(args, "list_stages", False):
-        for s in alma_recipe():
+        recipe = alma_recipe()
+        width = max(len(s.name) for s in recipe)
+        for s in recipe:
             mark = ("   [not implemented in this version]" if not s.implemented
                     else "   [simplified: see docs/pipeline.md]" if s.simplified else "")
-            print(f"{s.name:12s} {s.title}{mark}")
+            print(f"{s.name:{width}s} {s.title}{mark}")
         return EXIT_OK
     if not args.vis or not args.out:
         from fastcal.errors import ParameterError
@@ -431,9 +433,10 @@ def run_from_args(args: argparse.Namespace) -> int:
               progress=terminal_progress(quiet, verbose=bool(getattr(args, "verbose", False)) or None))
     ctx = res.context
     if not getattr(args, "quiet", False):
+        width = max((len(r.stage) for r in res.results), default=0)
         for r in res.results:
             qa = "  ".join(f"{q.name}={q.score:.2f}({q.colour})" for q in r.qa)
-            print(f"{r.stage:12s} {r.status:16s} {r.duration_s:7.2f} s  {qa}")
+            print(f"{r.stage:{width}s} {r.status:16s} {r.duration_s:7.2f} s  {qa}")
         print(f"state, logs and package in {ctx.out_dir}")
     if res.not_implemented:
         print(f"fastcal pipeline: incomplete: stage(s) {', '.join(res.not_implemented)} are not "
