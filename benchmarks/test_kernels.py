@@ -129,11 +129,11 @@ def test_bench_reduction_point_model_plain(benchmark, chunk):
 
 
 @pytest.mark.parametrize("corrs", ["XX,YY", "XX,XY,YX,YY"])
-def test_bench_apply_rows(benchmark, corrs):
-    """applycal's correction of one block: 43 antennas, 16 times, 128 channels, per-channel
-    Jones (G x B), calwt with WEIGHT (separate outputs: repeated in-place calls would drift
-    the data towards overflow or denormals)."""
-    from fastcal.kernels.apply import MODE_CALFLAG, N_COUNTS, apply_rows
+def test_bench_correct_block(benchmark, corrs):
+    """applycal's correction of one block (Jones product of G x B, inverse, correction, flags,
+    weights from SIGMA, FLAG_ROW): 43 antennas, 16 times, 128 channels, calwt. In place, with
+    unit-modulus Jones and SIGMA = 1, so repeated calls keep the values bounded."""
+    from fastcal.kernels.apply import MODE_CALFLAG, N_COUNTS, correct_block
 
     rng = np.random.default_rng(3)
     n_ant, n_time, n_chan = 43, 16, 128
@@ -143,15 +143,16 @@ def test_bench_apply_rows(benchmark, corrs):
     shape = (len(t), n_chan, len(rec))
     data = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
     flag = rng.random(shape) < 0.01
-    weight = np.ones((len(t), 1, len(rec)), np.float32)
-    jshape = (n_time, n_ant, n_chan, 2)
-    jones = (1 + 0.1 * rng.standard_normal(jshape)).astype(np.complex64)
-    wsm = np.ones((n_time, n_ant, 1, 2), np.float32)
-    args = (data, flag, weight, a1, a2, t.astype(np.int64), jones, np.zeros(jshape, bool),
-            np.ones((1, 1, 1, 2), np.float32), wsm, np.array(rec, np.int64), MODE_CALFLAG, True,
-            np.empty_like(data), np.empty_like(flag), np.empty_like(weight),
+    sigma = np.ones((len(t), 1, len(rec)), np.float32)
+    g = np.exp(1j * rng.uniform(-3, 3, (n_time, n_ant, 1, 2)))
+    b = np.exp(1j * rng.uniform(-1, 1, (1, n_ant, n_chan, 2)))
+    no_mws = np.empty((0, 1, 1, 2))
+    args = (data, flag, np.zeros(len(t), bool), sigma, a1, a2, t.astype(np.int64), n_time, n_ant,
+            (g, b), (np.zeros(g.shape, bool), np.zeros(b.shape, bool)),
+            (no_mws, np.ones((1, n_ant, 1, 2))), np.array([1, 2], np.int8),
+            np.array(rec, np.int64), MODE_CALFLAG, True, True, np.empty(len(t), bool),
             np.zeros(N_COUNTS, np.int64))  # fmt: skip
-    _bench(benchmark, apply_rows, args)
+    _bench(benchmark, correct_block, args)
     _record_throughput(benchmark, {"data": data})
 
 

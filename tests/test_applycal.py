@@ -421,10 +421,12 @@ _CORR_REC = {9: (0, 0), 10: (0, 1), 11: (1, 0), 12: (1, 1)}
 
 def _expected(ms, tables, interp, spw, mode):
     """CORRECTED_DATA, FLAG, WEIGHT per selected row as the per-chunk reference computes them:
-    fastcal.interp.chunk_jones (NumPy product of the tables) + kernels.apply.apply_rows on
+    fastcal.interp.chunk_jones (NumPy product of the tables) + the reference kernel apply_rows on
     FLAG | FLAG_ROW and 1/SIGMA^2 (the code path applycal used before the block pipeline)."""
+    from kernels.apply_rows_reference import apply_rows
+
     from fastcal.interp import chunk_jones, prepare_gaintables
-    from fastcal.kernels.apply import N_COUNTS, apply_rows
+    from fastcal.kernels.apply import N_COUNTS
     from fastcal.ms import open_ms, parse_selection, read_chunks
 
     info = open_ms(ms)

@@ -1,5 +1,6 @@
-"""kernels.apply.apply_rows against a per-sample NumPy reference, all correlation layouts;
-correct_block (Jones product + correction in one call) against apply_rows."""
+"""The reference kernel apply_rows (tests/kernels/apply_rows_reference.py) against a
+per-sample NumPy reference, all correlation layouts; kernels.apply.correct_block (Jones
+product + correction in one call) against apply_rows."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from fastcal.kernels.apply import (
     MODE_CALONLY,
     MODE_FLAGONLY,
     N_COUNTS,
-    apply_rows,
     correct_block,
 )
+from kernels.apply_rows_reference import apply_rows
 
 LAYOUTS = {
     "XX,YY": np.array([[0, 0], [1, 1]], np.int64),
