@@ -11,6 +11,7 @@ import subprocess
 import casacore.tables as ct
 import numpy as np
 import pytest
+from truth_tables import true_bandpass, true_gains
 
 from fastcal.apply import add_cli_arguments, applycal, run_from_args
 from fastcal.caltable import CalTable
@@ -29,18 +30,8 @@ def sim(tmp_path_factory):
         path, config=SimConfig.tiny(seed=7).replace(tsys=False, wvr=False, dry_residual=False)
     )
     sci = [int(s) for s in truth.science_spw_ids]
-    g = CalTable.from_solutions(
-        "G Jones",
-        {s: truth.gains[:, :, i, :][:, :, None, :] for i, s in enumerate(sci)},
-        times=truth.time,
-        ms=path,
-    )
-    b = CalTable.from_solutions(
-        "B Jones",
-        {s: truth.bandpass[i][None] for i, s in enumerate(sci)},
-        times=truth.time[:1],
-        ms=path,
-    )
+    g = true_gains(truth, path)
+    b = true_bandpass(truth, path)
     k = CalTable.from_solutions(
         "K Jones",
         {s: -truth.delays_ns[None, :, None, :] for s in sci},
@@ -134,13 +125,7 @@ def _flagged_g(path, truth, sci, bad_ant):
     flag = {s: np.zeros((truth.time.size, len(truth.antenna_names), 1, 2), bool) for s in sci}
     for s in sci:
         flag[s][:, bad_ant] = True
-    return CalTable.from_solutions(
-        "G Jones",
-        {s: truth.gains[:, :, i, :][:, :, None, :] for i, s in enumerate(sci)},
-        times=truth.time,
-        ms=path,
-        flag=flag,
-    )
+    return true_gains(truth, path, flag=flag)
 
 
 def test_flagged_solutions_flag_data_and_backup_restores(sim, copy_ms):
@@ -371,18 +356,8 @@ def test_spectral_weights_are_calibrated_per_channel_b_by_its_channel_mean(tmp_p
         ),
     )
     sci = [int(s) for s in truth.science_spw_ids]
-    g = CalTable.from_solutions(
-        "G Jones",
-        {s: truth.gains[:, :, i, :][:, :, None, :] for i, s in enumerate(sci)},
-        times=truth.time,
-        ms=path,
-    )
-    b = CalTable.from_solutions(
-        "B Jones",
-        {s: truth.bandpass[i][None] for i, s in enumerate(sci)},
-        times=truth.time[:1],
-        ms=path,
-    )
+    g = true_gains(truth, path)
+    b = true_bandpass(truth, path)
     rep = applycal(
         path, [g, b], interp=["nearest", "nearest"], spw=",".join(map(str, sci)), flagbackup=False
     )
@@ -480,14 +455,8 @@ def _tables_with_flags(path, truth, sci, d):
         gflag[s][:, 2] = True
         gflag[s][3, 1, 0, 0] = True
         bflag[s][0, 3, 2, 1] = True
-    g = CalTable.from_solutions(
-        "G Jones", {s: truth.gains[:, :, i, :][:, :, None, :] for i, s in enumerate(sci)},
-        times=truth.time, ms=path, flag=gflag,
-    )  # fmt: skip
-    b = CalTable.from_solutions(
-        "B Jones", {s: truth.bandpass[i][None] for i, s in enumerate(sci)},
-        times=truth.time[:1], ms=path, flag=bflag,
-    )  # fmt: skip
+    g = true_gains(truth, path, flag=gflag)
+    b = true_bandpass(truth, path, flag=bflag)
     k = CalTable.from_solutions(
         "K Jones", {s: -truth.delays_ns[None, :, None, :] for s in sci},
         times=truth.time[:1], ms=path,

@@ -12,9 +12,9 @@ import textwrap
 import casacore.tables as ct
 import numpy as np
 import pytest
+from truth_tables import true_gains
 
 from fastcal.apply import applycal
-from fastcal.caltable import CalTable
 from fastcal.errors import ApplyError
 from fastcal.flagversions import list_flag_versions, restore_flags
 
@@ -32,13 +32,7 @@ def setup(tmp_path_factory):
     flag = {s: np.zeros((truth.time.size, len(truth.antenna_names), 1, 2), bool) for s in sci}
     for s in sci:
         flag[s][::3, 1] = True  # some flagged solutions, so FLAG changes
-    g = CalTable.from_solutions(
-        "G Jones",
-        {s: truth.gains[:, :, i, :][:, :, None, :] for i, s in enumerate(sci)},
-        times=truth.time,
-        ms=path,
-        flag=flag,
-    )
+    g = true_gains(truth, path, flag=flag)
     gpath = str(g.write(d / "s.G"))
     return path, sci, gpath
 

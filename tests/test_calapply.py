@@ -7,6 +7,7 @@ import argparse
 import casacore.tables as ct
 import numpy as np
 import pytest
+from truth_tables import true_bandpass, true_gains
 
 from fastcal.apply import add_cli_arguments, applycal, run_from_args
 from fastcal.calapply import (
@@ -16,7 +17,6 @@ from fastcal.calapply import (
     read_calapply,
     write_calapply,
 )
-from fastcal.caltable import CalTable
 from fastcal.errors import CalTableError, ParameterError
 
 PIPELINE_TEXT = """# Apply file for uid___A002_X1.ms
@@ -67,20 +67,10 @@ def test_unsafe_or_malformed_lines_are_rejected(line, match):
 def test_apply_calapply_file_equals_direct_applycal(tiny_ms, copy_ms, tmp_path):
     path, truth = tiny_ms
     sci = [int(s) for s in truth.science_spw_ids]
-    g = CalTable.from_solutions(
-        "G Jones",
-        {s: truth.gains[:, :, i, :][:, :, None, :] for i, s in enumerate(sci)},
-        times=truth.time,
-        ms=path,
-    )
+    g = true_gains(truth, path)
     g.write(tmp_path / "obs.G")
     bp = tmp_path / "obs.B"
-    CalTable.from_solutions(
-        "B Jones",
-        {s: truth.bandpass[i][None] for i, s in enumerate(sci)},
-        times=truth.time[:1],
-        ms=path,
-    ).write(bp)
+    true_bandpass(truth, path).write(bp)
     calls = [
         ApplycalCall(
             vis=path.name,
@@ -137,12 +127,7 @@ def test_apply_calapply_file_equals_direct_applycal(tiny_ms, copy_ms, tmp_path):
 def test_calapply_validates_every_line_before_writing(tiny_ms, copy_ms, tmp_path):
     path, truth = tiny_ms
     sci = [int(s) for s in truth.science_spw_ids]
-    g = CalTable.from_solutions(
-        "G Jones",
-        {s: truth.gains[:, :, i, :][:, :, None, :] for i, s in enumerate(sci)},
-        times=truth.time,
-        ms=path,
-    )
+    g = true_gains(truth, path)
     g.write(tmp_path / "obs.G")
     calls = [
         ApplycalCall(field="0", spw=str(sci[0]), gaintable=["obs.G"]),
