@@ -72,7 +72,7 @@ from fastcal.pipeline.qa import (
 from fastcal.pipeline.stage import OK, PlotSpec, Stage, StageResult
 from fastcal.pipeline.stages.wvr import science_int_time
 
-__all__ = ["BandpassStage", "PRIOR_TABLES", "median_snr", "phaseup_solint", "bandpass_freq_solint",
+__all__ = ["BandpassStage", "flagged_fraction", "PRIOR_TABLES", "median_snr", "phaseup_solint", "bandpass_freq_solint",
            "channel_snr", "auto_fillgaps", "PHASEUP_SNR", "PHASEUP_MAX_SOLINT_S", "PHASEUP_NSOLS",
            "BP_SNR", "BP_NSOLS", "BPFLAG_MIN_SOLCHANS", "HM_BANDPASS_DEFAULT"]
 
@@ -205,11 +205,12 @@ def median_snr(table, spws) -> float:
     return float(np.median(v)) if v.size else float("nan")
 
 
-def _flagged_fraction(table, spws) -> float:
+def flagged_fraction(table, spws) -> float:
+    """Flagged fraction of a CalTable's solutions over `spws` (1.0 when it has none)."""
     n = f = 0
     for s in spws:
         try:
-            fl = np.asarray(table.solutions(s).flag, bool)
+            fl = np.asarray(table.solutions(int(s)).flag, bool)
         except Exception:
             continue
         n, f = n + fl.size, f + int(fl.sum())
@@ -268,7 +269,7 @@ class BandpassStage(Stage):
 
             bp = read_caltable(bp_path)
         bp_snr, ph_snr = median_snr(bp, ctx.science_spws), median_snr(ph, ctx.science_spws)
-        flagged = _flagged_fraction(bp, ctx.science_spws)
+        flagged = flagged_fraction(bp, ctx.science_spws)
         if flagged >= 1.0:
             raise SolveError(f"every bandpass solution in {bp_path} is flagged (field {field}, spw {spw}, "
                              f"refant {refant}); the bandpass cannot be applied")

@@ -46,6 +46,7 @@ from fastcal.pipeline.qa import (
     phase_transfer_score,
 )
 from fastcal.pipeline.stage import OK, PlotSpec, Stage, StageResult
+from fastcal.pipeline.stages.bandpass import flagged_fraction
 from fastcal.pipeline.stages.spwphaseup import (
     OFFSETS_TABLE,
     calibrator_prior,
@@ -92,17 +93,6 @@ def scan_phase_rms(table, spws, refant_index: int | None = None) -> QAScore:
                    f"{med:.1f} deg", "deg")
 
 
-def _flagged(table, spws) -> float:
-    n = f = 0
-    for s in spws:
-        try:
-            fl = np.asarray(table.solutions(int(s)).flag, bool)
-        except Exception:
-            continue
-        n, f = n + fl.size, f + int(fl.sum())
-    return f / n if n else 1.0
-
-
 class TimegaincalStage(Stage):
     """Final phase (per integration / per scan) and amplitude (per scan) tables."""
 
@@ -144,7 +134,7 @@ class TimegaincalStage(Stage):
         ref_idx = ctx.info.antenna_names.index(ctx.refant[0]) if ctx.refant else None
         solved = sorted({plan.spwmap[s] if s < len(plan.spwmap) else s for s in ctx.science_spws})  # solutions used
         qa = [scan_phase_rms(t_scan, solved, ref_idx)]
-        flagged = {k: _flagged(t, sp) for k, t, sp in
+        flagged = {k: flagged_fraction(t, sp) for k, t, sp in
                    (("phase_int", t_int, solved), ("phase_scan", t_scan, solved), ("amp_scan", t_amp, ctx.science_spws))}
         qa.append(flagged_fraction_score(max(flagged.values()), "gain solutions (worst table)"))
         amps = []
