@@ -229,3 +229,67 @@ def solve_delays_reference(x, w, ant1, ant2, n_ant, freqs, ref_freq, ref, tau0, 
         if np.max(np.abs(step)) < 1e-12:
             break
     return tau, theta
+
+
+# ---------------------------------------------------------------- refant
+
+def flex_refant_reference(gains, flag, plan, order=None):
+    """fastcal.refant.apply_flex_refant as the NumPy loop it was before the Numba kernel
+    (the oracle of the kernel's tests)."""
+    eps = 1.1920929e-07
+
+    def usable(f, active):
+        good = (~f).any(axis=1)
+        if not active.any():
+            return np.zeros(f.shape[0], bool)
+        return good[:, active].all(axis=1)
+
+    n_int, n_ant, n_ch, n_par = gains.shape
+    used = np.full(n_int, -1, np.int32)
+    order = np.arange(n_int) if order is None else np.asarray(order)
+    active = (~flag).any(axis=(0, 1, 2))  # pars with any solution in this spw
+    choices = [a for a in plan.choices if 0 <= a < n_ant] or list(range(n_ant))
+    primary = plan.user[0] if plan.user else choices[0]
+    prev = -1
+    last = -1
+    for it in order:
+        ok_now = usable(flag[it], active)
+        ok_prev = usable(flag[prev], active) if prev >= 0 else np.ones(n_ant, bool)
+        if plan.mode == "strict":
+            cands = [primary]
+        else:
+            cands = list(dict.fromkeys([primary] + ([last] if last >= 0 else []) + choices))
+        ref = -1
+        for a in cands:
+            if ok_now[a] and (ok_prev[a] or plan.mode == "strict"):
+                ref = a
+                break
+        if ref < 0 and plan.mode == "flex":  # nothing continuous: any usable antenna
+            for a in cands:
+                if ok_now[a]:
+                    ref = a
+                    break
+        if ref < 0:
+            if plan.mode == "strict":
+                flag[it] = True
+            prev = it
+            continue
+        g_ref = gains[it, ref]  # (chan, par)
+        amp = np.abs(g_ref)
+        valid = ~flag[it, ref] & (amp > eps)
+        rot = np.ones_like(g_ref)
+        rot[valid] = np.conj(g_ref[valid]) / amp[valid]
+        if ref != primary and prev >= 0 and ok_prev[ref]:
+            g_prev = gains[prev, ref]
+            pa = np.abs(g_prev)
+            keep = valid & ~flag[prev, ref] & (pa > eps)
+            rot[keep] *= g_prev[keep] / pa[keep]
+        gains[it] *= rot[None, :, :]
+        if ref == primary or not (prev >= 0 and ok_prev[ref]):
+            gains[it, ref][valid] = amp[valid]  # exactly zero phase
+        used[it] = ref
+        last = ref
+        prev = it
+    return used
+
+

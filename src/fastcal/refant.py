@@ -27,13 +27,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastcal.errors import ParameterError, SelectionError
+from fastcal.kernels.gains import apply_flex_refant as flex_refant_kernel
 from fastcal.ms.info import MSInfo
 
 __all__ = ["RefantPlan", "parse_refant", "apply_flex_refant", "rank_refants"]
 
 logger = logging.getLogger(__name__)
 
-_EPS = 1.1920929e-07
 
 
 @dataclass(frozen=True)
@@ -114,14 +114,6 @@ def parse_refant(info: MSInfo, refant: str | int | Sequence[str | int] | None,
     return RefantPlan(tuple(user), tuple(user + others), refantmode)
 
 
-def _usable(flag: np.ndarray, active: np.ndarray) -> np.ndarray:
-    """bool[ant]: an unflagged channel in every active par; flag is (ant, chan, par)."""
-    good = (~flag).any(axis=1)  # (ant, par)
-    if not active.any():
-        return np.zeros(flag.shape[0], bool)
-    return good[:, active].all(axis=1)
-
-
 def apply_flex_refant(gains: np.ndarray, flag: np.ndarray, plan: RefantPlan,
                       order: np.ndarray | None = None) -> np.ndarray:
     """Reference the phases of one spw's solutions, in place, as CASA's applyRefAnt does.
@@ -142,53 +134,11 @@ def apply_flex_refant(gains: np.ndarray, flag: np.ndarray, plan: RefantPlan,
     refant_used : int32[interval]
         Refant of each interval, -1 where none was usable (phases left as solved).
     """
-    n_int, n_ant, n_ch, n_par = gains.shape
-    used = np.full(n_int, -1, np.int32)
-    order = np.arange(n_int) if order is None else np.asarray(order)
-    active = (~flag).any(axis=(0, 1, 2))  # pars with any solution in this spw
-    choices = [a for a in plan.choices if 0 <= a < n_ant] or list(range(n_ant))
+    order = np.arange(gains.shape[0]) if order is None else np.asarray(order)
+    choices = [a for a in plan.choices if 0 <= a < gains.shape[1]] or list(range(gains.shape[1]))
     primary = plan.user[0] if plan.user else choices[0]
-    prev = -1
-    last = -1
-    for it in order:
-        ok_now = _usable(flag[it], active)
-        ok_prev = _usable(flag[prev], active) if prev >= 0 else np.ones(n_ant, bool)
-        if plan.mode == "strict":
-            cands = [primary]
-        else:
-            cands = list(dict.fromkeys([primary] + ([last] if last >= 0 else []) + choices))
-        ref = -1
-        for a in cands:
-            if ok_now[a] and ok_prev[a]:
-                ref = a
-                break
-        if ref < 0 and plan.mode == "flex":  # nothing continuous: any usable antenna
-            for a in cands:
-                if ok_now[a]:
-                    ref = a
-                    break
-        if ref < 0:
-            if plan.mode == "strict":
-                flag[it] = True
-            prev = it
-            continue
-        g_ref = gains[it, ref]  # (chan, par)
-        amp = np.abs(g_ref)
-        valid = ~flag[it, ref] & (amp > _EPS)
-        rot = np.ones_like(g_ref)
-        rot[valid] = np.conj(g_ref[valid]) / amp[valid]
-        if ref != primary and prev >= 0 and ok_prev[ref]:
-            g_prev = gains[prev, ref]
-            pa = np.abs(g_prev)
-            keep = valid & ~flag[prev, ref] & (pa > _EPS)
-            rot[keep] *= g_prev[keep] / pa[keep]
-        gains[it] *= rot[None, :, :]
-        if ref == primary or not (prev >= 0 and ok_prev[ref]):
-            gains[it, ref][valid] = amp[valid]  # exactly zero phase
-        used[it] = ref
-        last = ref
-        prev = it
-    return used
+    return flex_refant_kernel(gains, flag, np.asarray(choices, np.int64), int(primary),
+                              plan.mode == "strict", order.astype(np.int64))
 
 
 def rank_refants(info: MSInfo, flagged_fraction: Sequence[float] | np.ndarray | None = None,

@@ -32,6 +32,7 @@ __all__ = [
     "vis_ratio",
     "solve_gains",
     "apply_refant",
+    "apply_flex_refant",
 ]
 
 JIT = dict(nogil=True, cache=True)
@@ -652,3 +653,150 @@ def apply_refant(gains, flag, refants):
                     gains[it, a, c, j] = gains[it, a, c, j] / ph
                 gains[it, ref, c, j] = amp  # exactly zero phase on the refant itself
     return refant_used
+
+
+@numba.njit(**JIT)
+def _usable_antennas(flag, it, active, out):
+    """out[a] = antenna a has an unflagged channel in every active par of interval it
+    (all False when no par is active)."""
+    n_ant, n_ch, n_par = flag.shape[1], flag.shape[2], flag.shape[3]
+    any_active = False
+    for j in range(n_par):
+        any_active = any_active or active[j]
+    for a in range(n_ant):
+        ok = any_active
+        for j in range(n_par):
+            if not ok:
+                break
+            if not active[j]:
+                continue
+            good = False
+            for c in range(n_ch):
+                if not flag[it, a, c, j]:
+                    good = True
+                    break
+            ok = good
+        out[a] = ok
+
+
+@numba.njit(**JIT)
+def _first_candidate(cands, n_cand, ok_now, ok_prev, need_prev):
+    for i in range(n_cand):
+        a = cands[i]
+        if ok_now[a] and (ok_prev[a] or not need_prev):
+            return a
+    return -1
+
+
+@numba.njit(**JIT)
+def apply_flex_refant(gains, flag, choices, primary, strict, order):
+    """Reference the phases of one spw's solutions in place, as CASA's applyRefAnt does
+    with ``refantmode`` 'flex' (or 'strict'), following the intervals in time order.
+
+    Parameters
+    ----------
+    gains : complex128[interval, ant, chan, par]
+        Unreferenced solutions; every antenna (flagged or not) is rotated in place.
+    flag : bool[interval, ant, chan, par]
+        Solution flags; with `strict`, intervals where `primary` is unusable are flagged
+        entirely (in place).
+    choices : int64[n_choice]
+        Candidate refants in priority order (valid antenna indices, at least one).
+    primary : int
+        The user's first refant (or choices[0]).
+    strict : bool
+    order : int64[interval]
+        Time order of the intervals.
+
+    Returns
+    -------
+    refant_used : int32[interval]
+        Refant of each interval, -1 where none was usable (phases left as solved).
+
+    Notes
+    -----
+    An antenna is usable in an interval when it has an unflagged channel in every par that
+    has any solution in `gains`. Per interval the candidates are [primary, last refant used,
+    choices...]; the first usable now and in the previous interval is taken, else (flex) the
+    first usable now. When the refant is not the primary and was usable before, the phase
+    it had in the previous (already referenced) interval is kept, so phases stay continuous
+    across a refant change; otherwise the refant gets exactly zero phase. Channels where the
+    refant is flagged or has |g| <= FLT_EPSILON are not rotated.
+    """
+    n_int, n_ant, n_ch, n_par = gains.shape
+    eps = 1.1920929e-07
+    used = np.full(n_int, -1, np.int32)
+    active = np.zeros(n_par, np.bool_)
+    for it in range(n_int):
+        for a in range(n_ant):
+            for c in range(n_ch):
+                for j in range(n_par):
+                    if not flag[it, a, c, j]:
+                        active[j] = True
+    ok_now = np.zeros(n_ant, np.bool_)
+    ok_prev = np.ones(n_ant, np.bool_)
+    cands = np.empty(choices.shape[0] + 2, np.int64)
+    raw = np.empty(choices.shape[0] + 2, np.int64)
+    rot = np.empty((n_ch, n_par), np.complex128)
+    valid = np.empty((n_ch, n_par), np.bool_)
+    amp = np.empty((n_ch, n_par), np.float64)
+    prev = -1
+    last = -1
+    for k in range(order.shape[0]):
+        it = order[k]
+        _usable_antennas(flag, it, active, ok_now)
+        if prev >= 0:
+            _usable_antennas(flag, prev, active, ok_prev)
+        # candidates: primary, the last refant, then the choices, without repeats
+        n_cand = 0
+        n_raw = 0
+        raw[n_raw] = primary
+        n_raw += 1
+        if not strict:
+            if last >= 0:
+                raw[n_raw] = last
+                n_raw += 1
+            for i in range(choices.shape[0]):
+                raw[n_raw] = choices[i]
+                n_raw += 1
+        for i in range(n_raw):
+            dup = False
+            for m in range(n_cand):
+                dup = dup or cands[m] == raw[i]
+            if not dup:
+                cands[n_cand] = raw[i]
+                n_cand += 1
+        # strict: the primary whenever it is usable now (no continuity to keep)
+        ref = _first_candidate(cands, n_cand, ok_now, ok_prev, not strict)
+        if ref < 0 and not strict:
+            ref = _first_candidate(cands, n_cand, ok_now, ok_prev, False)
+        if ref < 0:
+            if strict:
+                flag[it] = True
+            prev = it
+            continue
+        continuous = ref != primary and prev >= 0 and ok_prev[ref]
+        for c in range(n_ch):
+            for j in range(n_par):
+                g = gains[it, ref, c, j]
+                amp[c, j] = np.abs(g)
+                valid[c, j] = (not flag[it, ref, c, j]) and amp[c, j] > eps
+                rot[c, j] = np.conj(g) / amp[c, j] if valid[c, j] else 1.0 + 0j
+                if continuous and valid[c, j] and not flag[prev, ref, c, j]:
+                    gp = gains[prev, ref, c, j]
+                    pa = np.abs(gp)
+                    if pa > eps:
+                        rot[c, j] *= gp / pa
+        for a in range(n_ant):
+            for c in range(n_ch):
+                for j in range(n_par):
+                    gains[it, a, c, j] *= rot[c, j]
+        if not continuous:
+            for c in range(n_ch):
+                for j in range(n_par):
+                    if valid[c, j]:
+                        gains[it, ref, c, j] = amp[c, j]
+        used[it] = ref
+        last = ref
+        prev = it
+    return used
