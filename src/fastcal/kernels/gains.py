@@ -224,11 +224,14 @@ def _initial_guess(x, w, ant1, ant2, ant_ok, solve_t, g):
 
 
 @numba.njit(**JIT)
-def _stefcal_step(x, w, ant1, ant2, solve_t, g, num, den):
-    """num[p] = sum_q W X_pq g_q, den[p] = sum_q W |g_q|^2 (both baseline directions)."""
+def _dense_system(x, w, ant1, ant2, solve_t, mr, mi, wm):
+    """Fill the dense per-par matrices of one solve: M[j, p, q] = sum_k W X_pq (and its
+    conjugate at [q, p]), Wm[j, p, q] = sum_k W, over the pols k of par j (both pols for
+    T), split into real (mr) and imaginary (mi) parts; zero where there is no baseline."""
     n_bl, n_pol = x.shape
-    num.fill(0.0)
-    den.fill(0.0)
+    mr.fill(0.0)
+    mi.fill(0.0)
+    wm.fill(0.0)
     for b in range(n_bl):
         p = ant1[b]
         q = ant2[b]
@@ -237,13 +240,40 @@ def _stefcal_step(x, w, ant1, ant2, solve_t, g, num, den):
             if wv == 0.0:
                 continue
             j = 0 if solve_t else k
-            gp = g[p, j]
-            gq = g[q, j]
             xv = x[b, k]
-            num[p, j] += wv * xv * gq
-            den[p, j] += wv * (gq.real * gq.real + gq.imag * gq.imag)
-            num[q, j] += wv * np.conj(xv) * gp
-            den[q, j] += wv * (gp.real * gp.real + gp.imag * gp.imag)
+            mr[j, p, q] += wv * xv.real
+            mi[j, p, q] += wv * xv.imag
+            mr[j, q, p] += wv * xv.real
+            mi[j, q, p] -= wv * xv.imag
+            wm[j, p, q] += wv
+            wm[j, q, p] += wv
+
+
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+def _stefcal_step(mr, mi, wm, g, num, den):
+    """num[p] = sum_q W X_pq g_q, den[p] = sum_q W |g_q|^2 over both baseline directions,
+    as dense matrix-vector products of the matrices of :func:`_dense_system` (contiguous
+    rows, vectorised: ~3x faster than a loop over the baseline list for 43 antennas)."""
+    n_par = mr.shape[0]
+    n_ant = mr.shape[1]
+    gr = np.empty(n_ant)
+    gi = np.empty(n_ant)
+    g2 = np.empty(n_ant)
+    for j in range(n_par):
+        for q in range(n_ant):
+            gr[q] = g[q, j].real
+            gi[q] = g[q, j].imag
+            g2[q] = gr[q] * gr[q] + gi[q] * gi[q]
+        for p in range(n_ant):
+            sr = 0.0
+            si = 0.0
+            d = 0.0
+            for q in range(n_ant):
+                sr += mr[j, p, q] * gr[q] - mi[j, p, q] * gi[q]
+                si += mr[j, p, q] * gi[q] + mi[j, p, q] * gr[q]
+                d += wm[j, p, q] * g2[q]
+            num[p, j] = complex(sr, si)
+            den[p, j] = d
 
 
 @numba.njit(**JIT)
@@ -311,7 +341,7 @@ def _small_solve(a, b, m):
 
 
 @numba.njit(**JIT)
-def _stefcal(x, w, ant1, ant2, solve_t, g, max_iter, tol, num, den, g_new):
+def _stefcal(mr, mi, wm, g, max_iter, tol, num, den, g_new):
     """StEFCal with averaging of iterates (Salvini & Wijnholds 2014, Algorithm 1),
     accelerated by Anderson mixing (Walker & Ni 2011) of the two-step map.
 
@@ -346,10 +376,10 @@ def _stefcal(x, w, ant1, ant2, solve_t, g, max_iter, tol, num, den, g_new):
     last_res = -1.0
     i = 0
     while i + 2 <= max_iter:
-        _stefcal_step(x, w, ant1, ant2, solve_t, g, num, den)
+        _stefcal_step(mr, mi, wm, g, num, den)
         _stefcal_update(num, den, g, g1)
         i += 2
-        _stefcal_step(x, w, ant1, ant2, solve_t, g1, num, den)
+        _stefcal_step(mr, mi, wm, g1, num, den)
         dn, nn = _stefcal_update(num, den, g1, g2)
         if nn == 0.0 or dn <= tol * tol * nn:
             _copy2(g2, g)
@@ -520,6 +550,9 @@ def solve_gains(vis, wt, ant1, ant2, n_ant, calmode, solve_t, minblperant, minsn
     g_new = np.zeros((n_ant, n_par), np.complex128)
     num = np.zeros((n_ant, n_par), np.complex128)
     den = np.zeros((n_ant, n_par))
+    mr = np.zeros((n_par, n_ant, n_ant))
+    mi = np.zeros((n_par, n_ant, n_ant))
+    wm = np.zeros((n_par, n_ant, n_ant))
     ant_status = np.zeros(n_ant, np.int8)
     ant_ok = np.zeros(n_ant, np.bool_)
 
@@ -537,12 +570,13 @@ def solve_gains(vis, wt, ant1, ant2, n_ant, calmode, solve_t, minblperant, minsn
             if n_ok == 0:
                 continue
             _initial_guess(x, w, ant1, ant2, ant_ok, solve_t, g)
-            ni, conv = _stefcal(x, w, ant1, ant2, solve_t, g, max_iter, tol, num, den, g_new)
+            _dense_system(x, w, ant1, ant2, solve_t, mr, mi, wm)
+            ni, conv = _stefcal(mr, mi, wm, g, max_iter, tol, num, den, g_new)
             n_iter[it, ch] = ni
             converged[it, ch] = conv
 
             # Hessian diagonal H_p = sum_q W |g_q|^2 at the solution (den of one more step)
-            _stefcal_step(x, w, ant1, ant2, solve_t, g, num, den)
+            _stefcal_step(mr, mi, wm, g, num, den)
             n_par_ok = 0
             for a in range(n_ant):
                 for j in range(n_par):
