@@ -245,6 +245,24 @@ def _row_chan_update(dv, r, kr, a, cnt, m, w, sgn, vs, ws, ns, it, bl, pol, coun
             ns[it, bl, c, pol] += np.int64(cnt[c])
 
 
+@numba.njit(**_FAST)
+def _row_chan_update2(dv, r, k0, k1, a0, a1, c0, c1, m0, m1, w0, w1, sgn, vs, ws, ns, it,
+                      bl, count):
+    """:func:`_row_chan_update` for both output pols in one pass (both row weights usable)."""
+    n_chan = a0.shape[0]
+    for c in range(n_chan):
+        b0 = w0 * a0[c]
+        b1 = w1 * a1[c]
+        vs[it, bl, c, 0] += complex(b0 * dv[r, c, k0], sgn * b0 * dv[r, c, k0 + 1])
+        vs[it, bl, c, 1] += complex(b1 * dv[r, c, k1], sgn * b1 * dv[r, c, k1 + 1])
+        ws[it, bl, c, 0] += b0 * m0[c]
+        ws[it, bl, c, 1] += b1 * m1[c]
+    if count:
+        for c in range(n_chan):
+            ns[it, bl, c, 0] += np.int64(c0[c])
+            ns[it, bl, c, 1] += np.int64(c1[c])
+
+
 @numba.njit(**JIT)
 def _reduce_point_plain(data, model_spec, flag, weight, ant1, ant2, interval_idx, chan_bin,
                         ci0, ci1, vis_sum, wt_sum, n_samples):
@@ -313,6 +331,10 @@ def _reduce_point_plain(data, model_spec, flag, weight, ant1, ant2, interval_idx
                                   chan_bin, ci0, ci1, vis_sum, wt_sum, n_samples)
             continue
         sgn = -1.0 if swap else 1.0
+        if identity and ok0 and ok1:
+            _row_chan_update2(dv, r, k0, k1, a0, a1, c0, c1, m0, m1, w0, w1, sgn, vis_sum,
+                              wt_sum, n_samples, it, bl, count)
+            continue
         if identity:
             if ok0:
                 _row_chan_update(dv, r, k0, a0, c0, m0, w0, sgn, vis_sum, wt_sum, n_samples, it,
