@@ -672,6 +672,14 @@ class _RedJob:
     group: _Group | None = None  # MS path: the group (sent along to distributed workers)
 
 
+def _unique_times(t: np.ndarray) -> np.ndarray:
+    """np.unique of row times, without the sort when they are already in time order (as
+    MS rows usually are)."""
+    if t.size > 1 and np.all(t[1:] >= t[:-1]):
+        return t[np.concatenate(([True], t[1:] != t[:-1]))]
+    return np.unique(t)
+
+
 def _ms_jobs(info: MSInfo, p: _Params, groups: list[_Group], slots: list[np.ndarray],
              accs: dict[int, _Acc], local: np.ndarray, intervals: list[Interval],
              models: list[_Model]) -> list[_RedJob]:
@@ -689,7 +697,7 @@ def _ms_jobs(info: MSInfo, p: _Params, groups: list[_Group], slots: list[np.ndar
             spec = _model_spec(model, g.freq, g.corr_types, g.n_pol)
             model = _Model("point", lambda f, c, spec=spec: spec, desc=model.desc)
         for b in range(g.chunk.n_blocks):
-            bt = np.unique(g.chunk.time[g.chunk.block_slice(b)])
+            bt = _unique_times(g.chunk.time[g.chunk.block_slice(b)])
             touched = np.unique(slot_local[np.searchsorted(g.utimes, bt)])
             jobs.append(_RedJob(gi, iv_spw, touched,
                                 _BlockJob(gi, b, slot_local, acc.chan_bin[gi], acc.out_freq.size,
@@ -908,7 +916,7 @@ def _groups_from_chunks(info: MSInfo, chunks: list[Chunk]) -> list[_Group]:
         width = np.abs(np.asarray(spw.chan_width, float)[c.chan]) if len(spw.chan_width) else \
             np.full(c.chan.size, np.nan)
         out.append(_Group(c.spw_id, c.field_id, c.scan, c.observation_id, tuple(c.corr_types),
-                          ci, np.asarray(c.freq, float), width, np.unique(c.time), chunk=c))
+                          ci, np.asarray(c.freq, float), width, _unique_times(c.time), chunk=c))
     return out
 
 

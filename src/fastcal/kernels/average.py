@@ -20,6 +20,8 @@ Axis order is MS order everywhere: rows ``(row, chan, corr)``, Jones
 
 from __future__ import annotations
 
+import functools
+
 import numba
 import numpy as np
 
@@ -46,16 +48,20 @@ def baseline_index(a1, a2, n_ant):
     return a1 * (2 * n_ant - a1 - 1) // 2 + (a2 - a1 - 1)
 
 
+@functools.lru_cache(maxsize=16)
 def dense_baselines(n_ant: int) -> tuple[np.ndarray, np.ndarray]:
     """Antenna pairs of the dense cross-correlation baselines of `n_ant` antennas.
 
     Returns
     -------
     ant1, ant2 : int32[n_ant * (n_ant - 1) // 2]
-        ``ant1 < ant2``, ordered as :func:`baseline_index`.
+        ``ant1 < ant2``, ordered as :func:`baseline_index`; read-only (cached per n_ant).
     """
     a1, a2 = np.triu_indices(int(n_ant), k=1)
-    return a1.astype(np.int32), a2.astype(np.int32)
+    a1, a2 = a1.astype(np.int32), a2.astype(np.int32)
+    a1.setflags(write=False)
+    a2.setflags(write=False)
+    return a1, a2
 
 
 def n_ant_from_n_bl(n_bl: int) -> int:
