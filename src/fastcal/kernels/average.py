@@ -204,6 +204,40 @@ def _row_selection(flag, r, m0, m1, nz0, nz1, a0, a1, c0, c1):
 
 
 @numba.njit(**_FAST)
+def _row_sums_fused(flag, dv, r, k0, k1, m0, m1, nz0, nz1, out):
+    """:func:`_row_selection` + :func:`_row_bin_sums` over all channels in one pass (two
+    correlations), for rows with a single output bin."""
+    r0 = 0.0
+    i0 = 0.0
+    w0 = 0.0
+    n0 = 0.0
+    r1 = 0.0
+    i1 = 0.0
+    w1 = 0.0
+    n1 = 0.0
+    for c in range(flag.shape[1]):
+        g = 0.0 if (flag[r, c, 0] | flag[r, c, 1]) else 1.0
+        a0 = g * m0[c]
+        a1 = g * m1[c]
+        r0 += a0 * dv[r, c, k0]
+        i0 += a0 * dv[r, c, k0 + 1]
+        r1 += a1 * dv[r, c, k1]
+        i1 += a1 * dv[r, c, k1 + 1]
+        w0 += a0 * m0[c]
+        w1 += a1 * m1[c]
+        n0 += g * nz0[c]
+        n1 += g * nz1[c]
+    out[0] = r0
+    out[1] = i0
+    out[2] = w0
+    out[3] = n0
+    out[4] = r1
+    out[5] = i1
+    out[6] = w1
+    out[7] = n1
+
+
+@numba.njit(**_FAST)
 def _row_bin_sums(dv, r, lo, hi, k0, k1, a0, a1, m0, m1, c0, c1, out):
     """Sums over channels lo..hi-1 of row r, in float64, for both output pols:
     out = [sum a x_re, sum a x_im, sum a M, sum c] for pol 0, then for pol 1 (a, c from
@@ -294,6 +328,7 @@ def _reduce_point_plain(data, model_spec, flag, weight, ant1, ant2, interval_idx
         return
     n_ant = _n_ant_of(n_bl)
     count = n_samples.shape[0] > 0
+    one_bin = n_out == 1 and lo[0] == 0 and hi[0] == n_chan
     dv = data.view(np.float32)
     k0 = 2 * ci0
     k1 = 2 * ci1
@@ -328,8 +363,11 @@ def _reduce_point_plain(data, model_spec, flag, weight, ant1, ant2, interval_idx
         ok1 = w1 > 0.0 and np.isfinite(w1)
         if not (ok0 or ok1):
             continue
-        _row_selection(flag, r, m0, m1, nz0, nz1, a0, a1, c0, c1)
-        _row_bin_sums(dv, r, 0, n_chan, k0, k1, a0, a1, m0, m1, c0, c1, tot)
+        if one_bin and n_corr == 2:
+            _row_sums_fused(flag, dv, r, k0, k1, m0, m1, nz0, nz1, tot)
+        else:
+            _row_selection(flag, r, m0, m1, nz0, nz1, a0, a1, c0, c1)
+            _row_bin_sums(dv, r, 0, n_chan, k0, k1, a0, a1, m0, m1, c0, c1, tot)
         if (ok0 and not (np.isfinite(tot[0]) and np.isfinite(tot[1]))) or (
                 ok1 and not (np.isfinite(tot[4]) and np.isfinite(tot[5]))):
             _reduce_point_general(data[r:r + 1], model_spec, flag[r:r + 1], weight[r:r + 1],
