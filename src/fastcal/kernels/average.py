@@ -72,8 +72,7 @@ def n_ant_from_n_bl(n_bl: int) -> int:
     return n_ant
 
 
-@numba.njit(**JIT)
-def count_unflagged(flag, ant1, ant2):
+def count_unflagged(flag: np.ndarray, ant1: np.ndarray, ant2: np.ndarray) -> np.ndarray:
     """Unflagged samples of every cross-correlation row (0 for autocorrelations).
 
     Parameters
@@ -87,6 +86,32 @@ def count_unflagged(flag, ant1, ant2):
         ``n_chan * n_corr`` minus the number of flagged entries of the row; 0 where
         ``ant1 == ant2``.
     """
+    flag = np.asarray(flag)
+    if flag.dtype == np.bool_ and flag.ndim == 3 and flag.flags.c_contiguous:
+        # bytes summed as integers: a branch-free loop that vectorises (~10x faster)
+        return _count_unflagged_bytes(flag.view(np.uint8).reshape(flag.shape[0], -1),
+                                      ant1, ant2)
+    return _count_unflagged_cells(flag, ant1, ant2)
+
+
+@numba.njit(**JIT)
+def _count_unflagged_bytes(flag_u8, ant1, ant2):
+    """:func:`count_unflagged` of C-contiguous flags viewed as uint8[row, chan * corr]."""
+    n_row, m = flag_u8.shape
+    out = np.zeros(n_row, np.float64)
+    for r in range(n_row):
+        if ant1[r] == ant2[r]:
+            continue
+        n = np.int32(0)
+        for i in range(m):
+            n += np.int32(flag_u8[r, i])
+        out[r] = m - n
+    return out
+
+
+@numba.njit(**JIT)
+def _count_unflagged_cells(flag, ant1, ant2):
+    """:func:`count_unflagged` for any flag layout, cell by cell."""
     n_row = flag.shape[0]
     out = np.zeros(n_row, np.float64)
     for r in range(n_row):
