@@ -375,7 +375,20 @@ def _validate_common(info: MSInfo, *, kind: str, solint: Any, combine: Any, refa
     plan = parse_refant(info, refant, refantmode)
     return _Params(kind, sol, comb, plan, kernels.calmode_code(calmode), int(minblperant),
                    float(minsnr), bool(solnorm), int(fillgaps), [], parallel,
-                   int(chunk_bytes or _SOLVE_CHUNK_BYTES))
+                   int(chunk_bytes or _auto_chunk_bytes(kind, info)))
+
+
+def _auto_chunk_bytes(kind: str, info: MSInfo) -> int:
+    """Default read block of a solve: 16 MiB; for a bandpass large enough that a block's
+    per-channel partial sums (n_bl x n_chan x 2 pols x 24 bytes, zeroed, filled and added
+    once per block) stay below 1/8 of its data, up to 64 MiB (43 antennas x 128 channels:
+    44 MiB; bandpass 0.11-0.12 -> 0.10-0.11 s on the benchmark MS)."""
+    if kind != "B" or not info.spws:
+        return _SOLVE_CHUNK_BYTES
+    n_ant = len(info.antennas)
+    n_chan = max(len(s.chan_freq) for s in info.spws)
+    partial = n_ant * (n_ant - 1) // 2 * n_chan * 2 * 24
+    return int(min(max(_SOLVE_CHUNK_BYTES, 8 * partial), 4 * _SOLVE_CHUNK_BYTES))
 
 
 # =========================================================================== reduction
@@ -1415,7 +1428,9 @@ def solve_gains(
         Source model. Precedence: `model` > setjy virtual model > MODEL_DATA > 1 Jy point
         source at the phase centre (CASA's default).
     chunk_bytes : int, optional
-        Bytes per read block (default 16 MiB); memory ~ threads x 2 x chunk_bytes.
+        Bytes per read block (default 16 MiB; bandpass: up to 64 MiB, so that the
+        per-channel partial sums of a block stay small beside its data); memory ~
+        threads x 2 x chunk_bytes.
     parallel : bool or dask.distributed.Client
         True: reduce blocks in threads (Numba kernels release the GIL); False: serially;
         a Client: as tasks on its workers (blocks are read by the workers).
