@@ -5,7 +5,7 @@ import pytest
 from reference import baselines, reduce_reference
 
 from fastcal.kernels.average import (
-    _reduce_point_general,
+    _reduce_general,
     average_model,
     average_point_model,
     baseline_index,
@@ -217,61 +217,87 @@ def test_empty_n_samples_skips_counting_only(use_jones):
 FAST_N_CHAN = 40
 
 
+def _general(data, spec, flag, weight, a1, a2, interval, chan_bin, corr_index, jones, jflag,
+             jt, calwt, sums, wscale):
+    """The sample-by-sample loop on the same inputs (the oracle of the vectorised path)."""
+    _reduce_general(data, data, spec, True, flag, weight, a1, a2, interval, chan_bin,
+                    corr_index, jones, jflag, jt, calwt, *sums, wscale)
+
+
 @pytest.mark.parametrize("chan_bin", [
     np.zeros(FAST_N_CHAN, np.int32),                                  # solint 'inf' gain: one bin
     np.arange(FAST_N_CHAN, dtype=np.int32),                           # bandpass: bin per channel
     np.r_[np.full(3, -1), np.repeat([0, 1], 17), np.full(3, 5)].astype(np.int32),  # wide bins
-], ids=["one-bin", "per-channel", "wide-bins"])
+    np.zeros(1, np.int32),                                            # one channel
+], ids=["one-bin", "per-channel", "wide-bins", "one-channel"])
 @pytest.mark.parametrize("n_corr", [2, 4])
-def test_vectorised_point_path_matches_reference(chan_bin, n_corr):
-    """The vectorised path (point model, no Jones, one weight per row, bins of >= 16
-    channels or one per channel) gives the reference sums, including rows with NaN
-    visibilities (flagged and unflagged), zero-model channels, bad weights and rows
-    written (q, p)."""
+@pytest.mark.parametrize("jones_mode", ["none", "calwt", "no-calwt", "wscale"])
+def test_vectorised_point_path_matches_reference(chan_bin, n_corr, jones_mode):
+    """The vectorised path (point model, one weight per row, Jones absent or one per row,
+    bins of >= 16 channels or one per channel) gives the sums of the reference and of the
+    sample-by-sample loop, including rows with NaN/Inf visibilities (flagged and not),
+    zero-model channels, bad weights, flagged or zero Jones terms and rows written (q, p)."""
     rng = np.random.default_rng(11)
-    n_ant, n_time = 6, 3
+    n_ant, n_time, n_chan = 6, 3, chan_bin.size
     rows = [(t, p, q) for t in range(n_time) for p in range(n_ant) for q in range(p, n_ant)]
     t, a1, a2 = (np.array(x, np.int32) for x in zip(*rows, strict=True))
     swap = rng.random(t.size) < 0.4
     a1, a2 = np.where(swap, a2, a1).astype(np.int32), np.where(swap, a1, a2).astype(np.int32)
-    shape = (t.size, FAST_N_CHAN, n_corr)
+    shape = (t.size, n_chan, n_corr)
     data = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
     flag = rng.random(shape) < 0.1
     data[flag & (rng.random(shape) < 0.3)] = np.inf  # non-finite flagged samples
     weight = rng.uniform(-0.3, 2.0, (t.size, 1, n_corr)).astype(np.float32)
     weight[3, 0, 0] = np.nan
     corr_index = np.array([0, n_corr - 1], np.int32)
-    spec = rng.uniform(0.5, 2.0, (FAST_N_CHAN, 2))
-    spec[7, 1] = 0.0
+    spec = rng.uniform(0.5, 2.0, (n_chan, 2))
+    spec[min(7, n_chan - 1), 1] = 0.0
     interval = (t // 2).astype(np.int32)
     n_out = int(chan_bin.max()) + 1
     n_int = int(interval.max()) + 1
-    sums = tuple(np.zeros((n_int, n_ant * (n_ant - 1) // 2, n_out, 2), dt)
-                 for dt in (np.complex128, np.float64, np.int64))
-    no_jones = np.zeros((0, n_ant, 1, 2), np.complex64)
-    average_point_model(data, spec, flag, weight, a1, a2, interval, chan_bin, corr_index,
-                        no_jones, np.zeros(no_jones.shape, bool), np.zeros(t.size, np.int32),
-                        True, *sums)
-    model = np.zeros(shape, np.complex64)
-    model[:, :, corr_index] = spec[None]
-    rvis, rwt, rn = reduce_reference(data, model, flag, weight, a1, a2, interval, chan_bin,
-                                     corr_index, no_jones, np.zeros(no_jones.shape, bool),
-                                     np.zeros(t.size, np.int32), True, n_int, n_ant, n_out,
-                                     model_spec=spec)
-    np.testing.assert_array_equal(sums[2], rn)
-    np.testing.assert_allclose(sums[0], rvis, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(sums[1], rwt, rtol=1e-12, atol=1e-12)
-    assert np.isfinite(sums[0]).all() and rn.sum() > 0
+    jshape = (n_time if jones_mode != "none" else 0, n_ant, 1, 2)
+    jones = (1 + 0.3 * rng.standard_normal(jshape)
+             + 0.3j * rng.standard_normal(jshape)).astype(np.complex64)
+    jflag = rng.random(jshape) < 0.1
+    if jones_mode != "none":
+        jones[1, 2, 0, 1] = 0
+    jt = t.astype(np.int32)
+    jt[5] = n_time  # no calibration for this row
+    wscale = (rng.uniform(0.5, 1.5, jshape).astype(np.float32) if jones_mode == "wscale"
+              else np.zeros((0, 1, 1, 1), np.float32))
+    calwt = jones_mode != "no-calwt"
+
+    def run(kernel_data):
+        out = tuple(np.zeros((n_int, n_ant * (n_ant - 1) // 2, n_out, 2), dt)
+                    for dt in (np.complex128, np.float64, np.int64))
+        average_point_model(kernel_data, spec, flag, weight, a1, a2, interval, chan_bin,
+                            corr_index, jones, jflag, jt, calwt, *out,
+                            wscale if wscale.shape[0] else None)
+        ref = tuple(np.zeros_like(a) for a in out)
+        _general(kernel_data, spec, flag, weight, a1, a2, interval, chan_bin, corr_index,
+                 jones, jflag, jt, calwt, ref, wscale)
+        np.testing.assert_array_equal(out[2], ref[2])
+        np.testing.assert_allclose(out[0], ref[0], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(out[1], ref[1], rtol=1e-12, atol=1e-12)
+        return out
+
+    sums = run(data)
+    assert np.isfinite(sums[0]).all() and sums[2].sum() > 0
+    if jones_mode != "wscale":  # the independent reference has no weight scale
+        model = np.zeros(shape, np.complex64)
+        model[:, :, corr_index] = spec[None]
+        iv_ref = interval.copy()
+        if jshape[0]:
+            iv_ref[5] = -1  # the row without calibration: skipped (the reference would wrap)
+        rvis, rwt, rn = reduce_reference(data, model, flag, weight, a1, a2, iv_ref,
+                                         chan_bin, corr_index, jones, jflag, jt, calwt,
+                                         n_int, n_ant, n_out, model_spec=spec)
+        np.testing.assert_array_equal(sums[2], rn)
+        np.testing.assert_allclose(sums[0], rvis, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(sums[1], rwt, rtol=1e-12, atol=1e-12)
     # unflagged NaN samples are skipped, as by the sample-by-sample loop
-    data[rng.random(shape) < 0.01] = np.nan
-    fast = tuple(np.zeros_like(a) for a in sums)
-    slow = tuple(np.zeros_like(a) for a in sums)
-    average_point_model(data, spec, flag, weight, a1, a2, interval, chan_bin, corr_index,
-                        no_jones, np.zeros(no_jones.shape, bool), np.zeros(t.size, np.int32),
-                        True, *fast)
-    _reduce_point_general(data, spec, flag, weight[:, :1], a1, a2, interval, chan_bin,
-                          corr_index[0], corr_index[1], *slow)
-    np.testing.assert_array_equal(fast[2], slow[2])
-    assert (fast[2] < sums[2]).any()  # the NaN samples were dropped
-    np.testing.assert_allclose(fast[0], slow[0], rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(fast[1], slow[1], rtol=1e-12, atol=1e-12)
+    data[rng.random(shape) < 0.02] = np.nan
+    usable = ~flag.any(axis=2) & ((a1 != a2) & (weight[:, 0, 0] > 0))[:, None]
+    r_nan, c_nan = np.nonzero(usable)
+    data[r_nan[::3], c_nan[::3], corr_index[0]] = np.nan  # a third of the usable samples
+    assert (run(data)[2] < sums[2]).any()

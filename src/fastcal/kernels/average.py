@@ -296,50 +296,63 @@ def _row_bin_sums(dv, r, lo, hi, k0, k1, a0, a1, m0, m1, c0, c1, out):
 
 
 @numba.njit(**_FAST)
-def _row_chan_update(dv, r, kr, a, cnt, m, w, sgn, vs, ws, ns, it, bl, pol, count):
-    """One output bin per channel (bandpass): add output pol `pol` of row r (real part in
-    column kr of `dv`, row weight w, a and cnt from :func:`_row_selection`) to the
-    visibility sums vs, the weight sums ws and the counts ns."""
+def _row_chan_update(dv, r, kr, a, cnt, m, zr, zi, e, sgn, vs, ws, ns, it, bl, pol, count):
+    """One output bin per channel (bandpass): add output pol `pol` of row r to the sums:
+    visibility z a_c V_c (z = row weight x Jones factor, complex zr + i zi; conjugated
+    with sgn = -1), weight e a_c M_c, counts cnt_c (a, cnt from :func:`_row_selection`,
+    V's real part in column kr of `dv`)."""
     n_chan = a.shape[0]
     for c in range(n_chan):
-        b = w * a[c]
-        vs[it, bl, c, pol] += complex(b * dv[r, c, kr], sgn * b * dv[r, c, kr + 1])
-        ws[it, bl, c, pol] += b * m[c]
+        vr = dv[r, c, kr]
+        vi = dv[r, c, kr + 1]
+        vs[it, bl, c, pol] += complex(a[c] * (zr * vr - zi * vi),
+                                      sgn * a[c] * (zr * vi + zi * vr))
+        ws[it, bl, c, pol] += e * a[c] * m[c]
     if count:
         for c in range(n_chan):
             ns[it, bl, c, pol] += np.int64(cnt[c])
 
 
-@numba.njit(**_FAST)
-def _row_chan_update2(dv, r, k0, k1, a0, a1, c0, c1, m0, m1, w0, w1, sgn, vs, ws, ns, it,
-                      bl, count):
-    """:func:`_row_chan_update` for both output pols in one pass (both row weights usable)."""
-    n_chan = a0.shape[0]
-    for c in range(n_chan):
-        b0 = w0 * a0[c]
-        b1 = w1 * a1[c]
-        vs[it, bl, c, 0] += complex(b0 * dv[r, c, k0], sgn * b0 * dv[r, c, k0 + 1])
-        vs[it, bl, c, 1] += complex(b1 * dv[r, c, k1], sgn * b1 * dv[r, c, k1 + 1])
-        ws[it, bl, c, 0] += b0 * m0[c]
-        ws[it, bl, c, 1] += b1 * m1[c]
-    if count:
-        for c in range(n_chan):
-            ns[it, bl, c, 0] += np.int64(c0[c])
-            ns[it, bl, c, 1] += np.int64(c1[c])
+@numba.njit(**JIT)
+def _row_jones(jones, jones_flag, wscale, calwt, tj, p, q, kr, kw):
+    """Per-row Jones factor of one pol: (usable, F, E) with the calibrated sample
+    ``w conj(M) V / (J_p conj(J_q)) x (weight rule) = w F conj(M) V`` and weight ``w E``:
+    calwt: F = conj(den), E = |den|^2; with a weight scale s: F = conj(den) s / |den|^2,
+    E = s; without calwt: F = conj(den) / |den|^2, E = 1 (den = J_p conj(J_q))."""
+    jp = np.complex128(jones[tj, p, 0, kr])
+    jq = np.complex128(jones[tj, q, 0, kr])
+    if jones_flag[tj, p, 0, kr] or jones_flag[tj, q, 0, kr] or jp == 0 or jq == 0:
+        return False, 0j, 0.0
+    den = jp * np.conj(jq)
+    a2 = den.real * den.real + den.imag * den.imag
+    if wscale.shape[0] > 0:
+        s2 = np.float64(wscale[tj, p, 0, kw]) * np.float64(wscale[tj, q, 0, kw])
+        return True, np.conj(den) * (s2 / a2), s2
+    if calwt:
+        return True, np.conj(den), a2
+    return True, np.conj(den) / a2, 1.0
 
 
 @numba.njit(**JIT)
 def _reduce_point_plain(data, model_spec, flag, weight, ant1, ant2, interval_idx, chan_bin,
-                        ci0, ci1, vis_sum, wt_sum, n_samples):
-    """:func:`_reduce` for its most common case: point model, no pre-applied Jones, one
-    weight per row and correlation, two output pols, each output bin a run of consecutive
-    channels. The row weight is constant over the channels and M is real, so per bin
-    ``sum w conj(M) V = w sum M V`` is summed in vectorised float64 loops and scaled once.
-    A row with a non-finite sample in a pol it uses goes through
-    :func:`_reduce_point_general` (which skips that sample). Equal to
-    :func:`_reduce_point_general` to rounding (tested)."""
+                        corr_index, jones, jones_flag, jones_time_idx, calwt, vis_sum, wt_sum,
+                        n_samples, wscale):
+    """:func:`_reduce` for its most common case: point model, one weight per row and
+    correlation, two output pols, each output bin a run of consecutive channels, Jones terms
+    (if any) one per row (G, T tables; not B). The row weight and the Jones factor are
+    constant over the channels and M is real, so per bin
+    ``sum w conj(M) V / (J_p conj(J_q)) = w F sum M V`` (:func:`_row_jones`) is summed in
+    vectorised float64 loops and scaled once. A row with a non-finite sample in a pol it
+    uses goes through :func:`_reduce_general` (which skips that sample). Equal to
+    :func:`_reduce_general` to rounding (tested)."""
     n_row, n_chan, n_corr = data.shape
     n_int, n_bl, n_out, n_pol = vis_sum.shape
+    ci0 = corr_index[0]
+    ci1 = corr_index[1]
+    use_jones = jones.shape[0] > 0
+    n_utime = jones.shape[0]
+    kr1 = 1 if jones.shape[3] > 1 else 0
+    kw1 = 1 if wscale.shape[3] > 1 else 0
     lo, hi, ok = _bin_ranges(chan_bin, n_out)
     identity = n_out == n_chan
     for b in range(n_out):
@@ -348,12 +361,17 @@ def _reduce_point_plain(data, model_spec, flag, weight, ant1, ant2, interval_idx
         ok = ok and (identity or hi[b] - lo[b] >= _MIN_BIN_CHANNELS or lo[b] == hi[b])
     if not ok or not (data.flags.c_contiguous and vis_sum.flags.c_contiguous
                       and wt_sum.flags.c_contiguous):
-        _reduce_point_general(data, model_spec, flag, weight, ant1, ant2, interval_idx,
-                              chan_bin, ci0, ci1, vis_sum, wt_sum, n_samples)
+        if use_jones:
+            _reduce_general(data, data, model_spec, True, flag, weight, ant1, ant2,
+                            interval_idx, chan_bin, corr_index, jones, jones_flag,
+                            jones_time_idx, calwt, vis_sum, wt_sum, n_samples, wscale)
+        else:
+            _reduce_point_general(data, model_spec, flag, weight, ant1, ant2, interval_idx,
+                                  chan_bin, ci0, ci1, vis_sum, wt_sum, n_samples)
         return
     n_ant = _n_ant_of(n_bl)
     count = n_samples.shape[0] > 0
-    one_bin = n_out == 1 and lo[0] == 0 and hi[0] == n_chan
+    one_bin = n_out == 1 and lo[0] == 0 and hi[0] == n_chan and not identity
     dv = data.view(np.float32)
     k0 = 2 * ci0
     k1 = 2 * ci1
@@ -386,6 +404,18 @@ def _reduce_point_plain(data, model_spec, flag, weight, ant1, ant2, interval_idx
         w1 = np.float64(weight[r, 0, ci1])
         ok0 = w0 > 0.0 and np.isfinite(w0)
         ok1 = w1 > 0.0 and np.isfinite(w1)
+        f0 = 1.0 + 0j
+        f1 = 1.0 + 0j
+        e0 = 1.0
+        e1 = 1.0
+        if use_jones:
+            tj = jones_time_idx[r]
+            if tj < 0 or tj >= n_utime:
+                continue  # no calibration for this row: flagged
+            j0, f0, e0 = _row_jones(jones, jones_flag, wscale, calwt, tj, p, q, 0, 0)
+            j1, f1, e1 = _row_jones(jones, jones_flag, wscale, calwt, tj, p, q, kr1, kw1)
+            if not (j0 and j1):
+                continue  # a flagged/zero term of either receptor flags the whole vector
         if not (ok0 or ok1):
             continue
         if one_bin and n_corr == 2:
@@ -395,22 +425,22 @@ def _reduce_point_plain(data, model_spec, flag, weight, ant1, ant2, interval_idx
             _row_bin_sums(dv, r, 0, n_chan, k0, k1, a0, a1, m0, m1, c0, c1, tot)
         if (ok0 and not (np.isfinite(tot[0]) and np.isfinite(tot[1]))) or (
                 ok1 and not (np.isfinite(tot[4]) and np.isfinite(tot[5]))):
-            _reduce_point_general(data[r:r + 1], model_spec, flag[r:r + 1], weight[r:r + 1],
-                                  ant1[r:r + 1], ant2[r:r + 1], interval_idx[r:r + 1],
-                                  chan_bin, ci0, ci1, vis_sum, wt_sum, n_samples)
+            _reduce_general(data[r:r + 1], data[r:r + 1], model_spec, True, flag[r:r + 1],
+                            weight[r:r + 1], ant1[r:r + 1], ant2[r:r + 1],
+                            interval_idx[r:r + 1], chan_bin, corr_index, jones, jones_flag,
+                            jones_time_idx[r:r + 1], calwt, vis_sum, wt_sum, n_samples,
+                            wscale)
             continue
         sgn = -1.0 if swap else 1.0
-        if identity and ok0 and ok1:
-            _row_chan_update2(dv, r, k0, k1, a0, a1, c0, c1, m0, m1, w0, w1, sgn, vis_sum,
-                              wt_sum, n_samples, it, bl, count)
-            continue
+        z0 = w0 * f0
+        z1 = w1 * f1
         if identity:
             if ok0:
-                _row_chan_update(dv, r, k0, a0, c0, m0, w0, sgn, vis_sum, wt_sum, n_samples, it,
-                                 bl, 0, count)
+                _row_chan_update(dv, r, k0, a0, c0, m0, z0.real, z0.imag, w0 * e0, sgn,
+                                 vis_sum, wt_sum, n_samples, it, bl, 0, count)
             if ok1:
-                _row_chan_update(dv, r, k1, a1, c1, m1, w1, sgn, vis_sum, wt_sum, n_samples, it,
-                                 bl, 1, count)
+                _row_chan_update(dv, r, k1, a1, c1, m1, z1.real, z1.imag, w1 * e1, sgn,
+                                 vis_sum, wt_sum, n_samples, it, bl, 1, count)
             continue
         for b in range(n_out):
             if lo[b] == hi[b]:
@@ -420,11 +450,13 @@ def _reduce_point_plain(data, model_spec, flag, weight, ant1, ant2, interval_idx
             else:
                 _row_bin_sums(dv, r, lo[b], hi[b], k0, k1, a0, a1, m0, m1, c0, c1, sums)
             if ok0:
-                vis_sum[it, bl, b, 0] += complex(w0 * sums[0], sgn * w0 * sums[1])
-                wt_sum[it, bl, b, 0] += w0 * sums[2]
+                x0 = z0 * complex(sums[0], sums[1])
+                vis_sum[it, bl, b, 0] += complex(x0.real, sgn * x0.imag)
+                wt_sum[it, bl, b, 0] += w0 * e0 * sums[2]
             if ok1:
-                vis_sum[it, bl, b, 1] += complex(w1 * sums[4], sgn * w1 * sums[5])
-                wt_sum[it, bl, b, 1] += w1 * sums[6]
+                x1 = z1 * complex(sums[4], sums[5])
+                vis_sum[it, bl, b, 1] += complex(x1.real, sgn * x1.imag)
+                wt_sum[it, bl, b, 1] += w1 * e1 * sums[6]
             if count:
                 n_samples[it, bl, b, 0] += np.int64(sums[3]) if ok0 else 0
                 n_samples[it, bl, b, 1] += np.int64(sums[7]) if ok1 else 0
@@ -514,8 +546,28 @@ def _reduce_point_general(data, model_spec, flag, weight, ant1, ant2, interval_i
 def _reduce(data, model, model_spec, use_spec, flag, weight, ant1, ant2, interval_idx,
             chan_bin, corr_index, jones, jones_flag, jones_time_idx, calwt,
             vis_sum, wt_sum, n_samples, wscale):
-    """The reduction loop. Per row, consecutive channels of one output bin are summed in
-    registers and added to the accumulators when the bin changes."""
+    """Dispatch: the vectorised point-model path (:func:`_reduce_point_plain`: one weight
+    per row, two pols, Jones terms absent or one per row, i.e. not per channel) or the
+    sample-by-sample loop (:func:`_reduce_general`)."""
+    use_jones = jones.shape[0] > 0
+    row_jones = not use_jones or (jones.shape[2] == 1 and (
+        wscale.shape[0] == 0 or wscale.shape[2] == 1))
+    if (use_spec and row_jones and weight.shape[1] == 1 and corr_index.shape[0] == 2):
+        _reduce_point_plain(data, model_spec, flag, weight, ant1, ant2, interval_idx,
+                            chan_bin, corr_index, jones, jones_flag, jones_time_idx, calwt,
+                            vis_sum, wt_sum, n_samples, wscale)
+        return
+    _reduce_general(data, model, model_spec, use_spec, flag, weight, ant1, ant2,
+                    interval_idx, chan_bin, corr_index, jones, jones_flag, jones_time_idx,
+                    calwt, vis_sum, wt_sum, n_samples, wscale)
+
+
+@numba.njit(**JIT)
+def _reduce_general(data, model, model_spec, use_spec, flag, weight, ant1, ant2,
+                    interval_idx, chan_bin, corr_index, jones, jones_flag, jones_time_idx,
+                    calwt, vis_sum, wt_sum, n_samples, wscale):
+    """The reduction loop, sample by sample. Per row, consecutive channels of one output
+    bin are summed in registers and added to the accumulators when the bin changes."""
     n_row, n_chan, n_corr = data.shape
     n_int, n_bl, n_out, n_pol = vis_sum.shape
     n_ant = _n_ant_of(n_bl)
@@ -531,10 +583,6 @@ def _reduce(data, model, model_spec, use_spec, flag, weight, ant1, ant2, interva
     ws_per_chan = wscale.shape[2] > 1
     kw1 = 1 if wscale.shape[3] > 1 else 0
 
-    if use_spec and not use_jones and not weight_per_chan and n_pol == 2:
-        _reduce_point_plain(data, model_spec, flag, weight, ant1, ant2, interval_idx,
-                            chan_bin, ci0, ci1, vis_sum, wt_sum, n_samples)
-        return
     for r in range(n_row):
         it = interval_idx[r]
         if it < 0 or it >= n_int:
