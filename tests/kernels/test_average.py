@@ -231,11 +231,12 @@ def _general(data, spec, flag, weight, a1, a2, interval, chan_bin, corr_index, j
     np.zeros(1, np.int32),                                            # one channel
 ], ids=["one-bin", "per-channel", "wide-bins", "one-channel"])
 @pytest.mark.parametrize("n_corr", [2, 4])
-@pytest.mark.parametrize("jones_mode", ["none", "calwt", "no-calwt", "wscale"])
+@pytest.mark.parametrize("jones_mode", ["none", "calwt", "no-calwt", "wscale", "chan-calwt",
+                                        "chan-no-calwt", "chan-wscale"])
 def test_vectorised_point_path_matches_reference(chan_bin, n_corr, jones_mode):
-    """The vectorised path (point model, one weight per row, Jones absent or one per row,
-    bins of >= 16 channels or one per channel) gives the sums of the reference and of the
-    sample-by-sample loop, including rows with NaN/Inf visibilities (flagged and not),
+    """The vectorised path (point model, one weight per row, Jones absent, per row or per
+    channel, bins of >= 16 channels or one per channel) gives the sums of the reference and
+    of the sample-by-sample loop, including rows with NaN/Inf visibilities (flagged and not),
     zero-model channels, bad weights, flagged or zero Jones terms and rows written (q, p)."""
     rng = np.random.default_rng(11)
     n_ant, n_time, n_chan = 6, 3, chan_bin.size
@@ -255,7 +256,8 @@ def test_vectorised_point_path_matches_reference(chan_bin, n_corr, jones_mode):
     interval = (t // 2).astype(np.int32)
     n_out = int(chan_bin.max()) + 1
     n_int = int(interval.max()) + 1
-    jshape = (n_time if jones_mode != "none" else 0, n_ant, 1, 2)
+    jshape = (n_time if jones_mode != "none" else 0, n_ant,
+              n_chan if jones_mode.startswith("chan") else 1, 2)
     jones = (1 + 0.3 * rng.standard_normal(jshape)
              + 0.3j * rng.standard_normal(jshape)).astype(np.complex64)
     jflag = rng.random(jshape) < 0.1
@@ -263,9 +265,9 @@ def test_vectorised_point_path_matches_reference(chan_bin, n_corr, jones_mode):
         jones[1, 2, 0, 1] = 0
     jt = t.astype(np.int32)
     jt[5] = n_time  # no calibration for this row
-    wscale = (rng.uniform(0.5, 1.5, jshape).astype(np.float32) if jones_mode == "wscale"
-              else np.zeros((0, 1, 1, 1), np.float32))
-    calwt = jones_mode != "no-calwt"
+    wscale = (rng.uniform(0.5, 1.5, jshape).astype(np.float32)
+              if jones_mode.endswith("wscale") else np.zeros((0, 1, 1, 1), np.float32))
+    calwt = not jones_mode.endswith("no-calwt")
 
     def run(kernel_data):
         out = tuple(np.zeros((n_int, n_ant * (n_ant - 1) // 2, n_out, 2), dt)
@@ -283,7 +285,7 @@ def test_vectorised_point_path_matches_reference(chan_bin, n_corr, jones_mode):
 
     sums = run(data)
     assert np.isfinite(sums[0]).all() and sums[2].sum() > 0
-    if jones_mode != "wscale":  # the independent reference has no weight scale
+    if not jones_mode.endswith("wscale"):  # the independent reference has no weight scale
         model = np.zeros(shape, np.complex64)
         model[:, :, corr_index] = spec[None]
         iv_ref = interval.copy()

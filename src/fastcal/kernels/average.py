@@ -334,15 +334,118 @@ def _row_jones(jones, jones_flag, wscale, calwt, tj, p, q, kr, kw):
 
 
 @numba.njit(**JIT)
+def _antenna_terms(jones, jones_flag, wscale, calwt, tj, kr1, kw1, ur, ui, uv, uok):
+    """Per antenna and channel at Jones time tj, for the pols' receptors (0, kr1): U and V
+    such that a calibrated sample is ``conj(M) V_pq U_p conj(U_q)`` with weight
+    ``w V_p V_q``: calwt: U = conj(J), V = |J|^2; a weight scale s: U = s / J, V = s;
+    no calwt: U = 1 / J, V = 1 (since 1/(J_p conj(J_q)) = (1/J_p) conj(1/J_q)).
+    uok[a, c]: both receptors' terms unflagged and non-zero."""
+    n_ant = ur.shape[0]
+    n_chan = ur.shape[2]
+    use_ws = wscale.shape[0] > 0
+    ws_chan = wscale.shape[2] > 1
+    for a in range(n_ant):
+        for c in range(n_chan):
+            ok = True
+            for pol in range(2):
+                kr = 0 if pol == 0 else kr1
+                j = np.complex128(jones[tj, a, c, kr])
+                ok = ok and not jones_flag[tj, a, c, kr] and j != 0
+                a2 = j.real * j.real + j.imag * j.imag
+                if use_ws:
+                    kw = 0 if pol == 0 else kw1
+                    sv = np.float64(wscale[tj, a, c if ws_chan else 0, kw])
+                    u = sv / j if a2 > 0.0 else 0j
+                    v = sv
+                elif calwt:
+                    u = np.conj(j)
+                    v = a2
+                else:
+                    u = 1.0 / j if a2 > 0.0 else 0j
+                    v = 1.0
+                ur[a, pol, c] = u.real
+                ui[a, pol, c] = u.imag
+                uv[a, pol, c] = v
+            uok[a, c] = ok
+
+
+@numba.njit(**_FAST)
+def _row_chan_factors(flag, r, p, q, m0, m1, nz0, nz1, ur, ui, uv, uok, fac):
+    """Per-channel coefficients of row r with Jones terms per channel (a B table):
+    fac[0:4] = Re A, Im A, E, C of pol 0 and fac[4:8] of pol 1, where the calibrated
+    sample is ``A V`` with ``A = M U_p conj(U_q)``, its weight ``E = M^2 V_p V_q`` and
+    count C (U, V from :func:`_antenna_terms`); all 0 in a channel where a correlation or
+    a Jones term of either antenna is flagged."""
+    n_chan = flag.shape[1]
+    n_corr = flag.shape[2]
+    for c in range(n_chan):
+        bad = not (uok[p, c] and uok[q, c])
+        for k in range(n_corr):
+            bad = bad | flag[r, c, k]
+        g = 0.0 if bad else 1.0
+        for pol in range(2):
+            o = 4 * pol
+            m = g * (m0[c] if pol == 0 else m1[c])
+            pr = ur[p, pol, c]
+            pi = ui[p, pol, c]
+            qr = ur[q, pol, c]
+            qi = ui[q, pol, c]
+            fac[o, c] = m * (pr * qr + pi * qi)
+            fac[o + 1, c] = m * (pi * qr - pr * qi)
+            fac[o + 2, c] = m * m * uv[p, pol, c] * uv[q, pol, c]
+            fac[o + 3, c] = g * (nz0[c] if pol == 0 else nz1[c])
+
+
+@numba.njit(**_FAST)
+def _row_bin_sums_c(dv, r, lo, hi, k0, k1, fac, out):
+    """:func:`_row_bin_sums` with the complex per-channel coefficients of
+    :func:`_row_chan_factors`: out = [Re sum A V, Im sum A V, sum E, sum C] per pol."""
+    for pol in range(2):
+        o = 4 * pol
+        kr = k0 if pol == 0 else k1
+        sr = 0.0
+        si = 0.0
+        sw = 0.0
+        sn = 0.0
+        for c in range(lo, hi):
+            vr = dv[r, c, kr]
+            vi = dv[r, c, kr + 1]
+            sr += fac[o, c] * vr - fac[o + 1, c] * vi
+            si += fac[o, c] * vi + fac[o + 1, c] * vr
+            sw += fac[o + 2, c]
+            sn += fac[o + 3, c]
+        out[o] = sr
+        out[o + 1] = si
+        out[o + 2] = sw
+        out[o + 3] = sn
+
+
+@numba.njit(**_FAST)
+def _row_chan_update_c(dv, r, kr, fac, o, w, sgn, vs, ws, ns, it, bl, pol, count):
+    """:func:`_row_chan_update` with the complex per-channel coefficients of
+    :func:`_row_chan_factors` (rows fac[o:o+4] for this pol), row weight w."""
+    n_chan = fac.shape[1]
+    for c in range(n_chan):
+        vr = dv[r, c, kr]
+        vi = dv[r, c, kr + 1]
+        vs[it, bl, c, pol] += complex(w * (fac[o, c] * vr - fac[o + 1, c] * vi),
+                                      sgn * w * (fac[o, c] * vi + fac[o + 1, c] * vr))
+        ws[it, bl, c, pol] += w * fac[o + 2, c]
+    if count:
+        for c in range(n_chan):
+            ns[it, bl, c, pol] += np.int64(fac[o + 3, c])
+
+
+@numba.njit(**JIT)
 def _reduce_point_plain(data, model_spec, flag, weight, ant1, ant2, interval_idx, chan_bin,
                         corr_index, jones, jones_flag, jones_time_idx, calwt, vis_sum, wt_sum,
                         n_samples, wscale):
     """:func:`_reduce` for its most common case: point model, one weight per row and
-    correlation, two output pols, each output bin a run of consecutive channels, Jones terms
-    (if any) one per row (G, T tables; not B). The row weight and the Jones factor are
-    constant over the channels and M is real, so per bin
-    ``sum w conj(M) V / (J_p conj(J_q)) = w F sum M V`` (:func:`_row_jones`) is summed in
-    vectorised float64 loops and scaled once. A row with a non-finite sample in a pol it
+    correlation, two output pols, each output bin a run of consecutive channels. The row
+    weight and a per-row Jones factor (G, T tables) are constant over the channels and M is
+    real, so per bin ``sum w conj(M) V / (J_p conj(J_q)) = w F sum M V``
+    (:func:`_row_jones`) is summed in vectorised float64 loops and scaled once; Jones terms
+    per channel (B) become per-channel complex coefficients (:func:`_row_chan_factors`). A row with a non-finite sample in a pol it
     uses goes through :func:`_reduce_general` (which skips that sample). Equal to
     :func:`_reduce_general` to rounding (tested)."""
     n_row, n_chan, n_corr = data.shape
@@ -350,6 +453,7 @@ def _reduce_point_plain(data, model_spec, flag, weight, ant1, ant2, interval_idx
     ci0 = corr_index[0]
     ci1 = corr_index[1]
     use_jones = jones.shape[0] > 0
+    chan_jones = use_jones and jones.shape[2] > 1
     n_utime = jones.shape[0]
     kr1 = 1 if jones.shape[3] > 1 else 0
     kw1 = 1 if wscale.shape[3] > 1 else 0
@@ -390,6 +494,13 @@ def _reduce_point_plain(data, model_spec, flag, weight, ant1, ant2, interval_idx
     c1 = np.zeros(n_chan, np.float64)
     tot = np.zeros(8, np.float64)
     sums = np.zeros(8, np.float64)
+    fac = np.zeros((8, n_chan), np.float64)
+    n_jant = jones.shape[1] if chan_jones else 0
+    ur = np.zeros((n_jant, 2, n_chan), np.float64)
+    ui = np.zeros((n_jant, 2, n_chan), np.float64)
+    uv = np.zeros((n_jant, 2, n_chan), np.float64)
+    uok = np.zeros((n_jant, n_chan), np.bool_)
+    cur_tj = -1
     for r in range(n_row):
         it = interval_idx[r]
         if it < 0 or it >= n_int:
@@ -412,13 +523,22 @@ def _reduce_point_plain(data, model_spec, flag, weight, ant1, ant2, interval_idx
             tj = jones_time_idx[r]
             if tj < 0 or tj >= n_utime:
                 continue  # no calibration for this row: flagged
-            j0, f0, e0 = _row_jones(jones, jones_flag, wscale, calwt, tj, p, q, 0, 0)
-            j1, f1, e1 = _row_jones(jones, jones_flag, wscale, calwt, tj, p, q, kr1, kw1)
-            if not (j0 and j1):
-                continue  # a flagged/zero term of either receptor flags the whole vector
+            if chan_jones:
+                if tj != cur_tj:  # rows are in time order: once per time of the block
+                    _antenna_terms(jones, jones_flag, wscale, calwt, tj, kr1, kw1, ur, ui, uv,
+                                   uok)
+                    cur_tj = tj
+                _row_chan_factors(flag, r, p, q, m0, m1, nz0, nz1, ur, ui, uv, uok, fac)
+            else:
+                j0, f0, e0 = _row_jones(jones, jones_flag, wscale, calwt, tj, p, q, 0, 0)
+                j1, f1, e1 = _row_jones(jones, jones_flag, wscale, calwt, tj, p, q, kr1, kw1)
+                if not (j0 and j1):
+                    continue  # a flagged/zero term of either receptor flags the whole vector
         if not (ok0 or ok1):
             continue
-        if one_bin and n_corr == 2:
+        if chan_jones:
+            _row_bin_sums_c(dv, r, 0, n_chan, k0, k1, fac, tot)
+        elif one_bin and n_corr == 2:
             _row_sums_fused(flag, dv, r, k0, k1, m0, m1, nz0, nz1, tot)
         else:
             _row_selection(flag, r, m0, m1, nz0, nz1, a0, a1, c0, c1)
@@ -434,6 +554,14 @@ def _reduce_point_plain(data, model_spec, flag, weight, ant1, ant2, interval_idx
         sgn = -1.0 if swap else 1.0
         z0 = w0 * f0
         z1 = w1 * f1
+        if identity and chan_jones:
+            if ok0:
+                _row_chan_update_c(dv, r, k0, fac, 0, w0, sgn, vis_sum, wt_sum, n_samples, it,
+                                   bl, 0, count)
+            if ok1:
+                _row_chan_update_c(dv, r, k1, fac, 4, w1, sgn, vis_sum, wt_sum, n_samples, it,
+                                   bl, 1, count)
+            continue
         if identity:
             if ok0:
                 _row_chan_update(dv, r, k0, a0, c0, m0, z0.real, z0.imag, w0 * e0, sgn,
@@ -447,6 +575,8 @@ def _reduce_point_plain(data, model_spec, flag, weight, ant1, ant2, interval_idx
                 continue
             if lo[b] == 0 and hi[b] == n_chan:
                 sums[:] = tot
+            elif chan_jones:
+                _row_bin_sums_c(dv, r, lo[b], hi[b], k0, k1, fac, sums)
             else:
                 _row_bin_sums(dv, r, lo[b], hi[b], k0, k1, a0, a1, m0, m1, c0, c1, sums)
             if ok0:
@@ -547,11 +677,10 @@ def _reduce(data, model, model_spec, use_spec, flag, weight, ant1, ant2, interva
             chan_bin, corr_index, jones, jones_flag, jones_time_idx, calwt,
             vis_sum, wt_sum, n_samples, wscale):
     """Dispatch: the vectorised point-model path (:func:`_reduce_point_plain`: one weight
-    per row, two pols, Jones terms absent or one per row, i.e. not per channel) or the
-    sample-by-sample loop (:func:`_reduce_general`)."""
+    per row, two pols) or the sample-by-sample loop (:func:`_reduce_general`)."""
     use_jones = jones.shape[0] > 0
-    row_jones = not use_jones or (jones.shape[2] == 1 and (
-        wscale.shape[0] == 0 or wscale.shape[2] == 1))
+    row_jones = not use_jones or jones.shape[2] > 1 or wscale.shape[0] == 0 or (
+        wscale.shape[2] == 1)
     if (use_spec and row_jones and weight.shape[1] == 1 and corr_index.shape[0] == 2):
         _reduce_point_plain(data, model_spec, flag, weight, ant1, ant2, interval_idx,
                             chan_bin, corr_index, jones, jones_flag, jones_time_idx, calwt,
