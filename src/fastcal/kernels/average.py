@@ -339,34 +339,37 @@ def _antenna_terms(jones, jones_flag, wscale, calwt, tj, kr1, kw1, ur, ui, uv, u
     such that a calibrated sample is ``conj(M) V_pq U_p conj(U_q)`` with weight
     ``w V_p V_q``: calwt: U = conj(J), V = |J|^2; a weight scale s: U = s / J, V = s;
     no calwt: U = 1 / J, V = 1 (since 1/(J_p conj(J_q)) = (1/J_p) conj(1/J_q)).
-    uok[a, c]: both receptors' terms unflagged and non-zero."""
+
+    Output arrays ur, ui, uv: float64[ant, 2, chan]; uok: bool[ant, 2, chan], the term
+    unflagged and non-zero (a NaN term gives NaN U, which makes the row's sums non-finite
+    and sends it to the sample loop)."""
     n_ant = ur.shape[0]
     n_chan = ur.shape[2]
     use_ws = wscale.shape[0] > 0
     ws_chan = wscale.shape[2] > 1
+    j_chan = jones.shape[2] > 1
     for a in range(n_ant):
         for c in range(n_chan):
-            ok = True
+            cj = c if j_chan else 0
             for pol in range(2):
                 kr = 0 if pol == 0 else kr1
-                j = np.complex128(jones[tj, a, c, kr])
-                ok = ok and not jones_flag[tj, a, c, kr] and j != 0
+                j = np.complex128(jones[tj, a, cj, kr])
+                uok[a, pol, c] = not jones_flag[tj, a, cj, kr] and j != 0
                 a2 = j.real * j.real + j.imag * j.imag
                 if use_ws:
                     kw = 0 if pol == 0 else kw1
                     sv = np.float64(wscale[tj, a, c if ws_chan else 0, kw])
-                    u = sv / j if a2 > 0.0 else 0j
+                    u = sv / j if j != 0 else 0j  # NaN stays NaN (callers test it)
                     v = sv
                 elif calwt:
                     u = np.conj(j)
                     v = a2
                 else:
-                    u = 1.0 / j if a2 > 0.0 else 0j
+                    u = 1.0 / j if j != 0 else 0j
                     v = 1.0
                 ur[a, pol, c] = u.real
                 ui[a, pol, c] = u.imag
                 uv[a, pol, c] = v
-            uok[a, c] = ok
 
 
 @numba.njit(**_FAST)
@@ -379,7 +382,7 @@ def _row_chan_factors(flag, r, p, q, m0, m1, nz0, nz1, ur, ui, uv, uok, fac):
     n_chan = flag.shape[1]
     n_corr = flag.shape[2]
     for c in range(n_chan):
-        bad = not (uok[p, c] and uok[q, c])
+        bad = not (uok[p, 0, c] and uok[p, 1, c] and uok[q, 0, c] and uok[q, 1, c])
         for k in range(n_corr):
             bad = bad | flag[r, c, k]
         g = 0.0 if bad else 1.0
@@ -499,7 +502,7 @@ def _reduce_point_plain(data, model_spec, flag, weight, ant1, ant2, interval_idx
     ur = np.zeros((n_jant, 2, n_chan), np.float64)
     ui = np.zeros((n_jant, 2, n_chan), np.float64)
     uv = np.zeros((n_jant, 2, n_chan), np.float64)
-    uok = np.zeros((n_jant, n_chan), np.bool_)
+    uok = np.zeros((n_jant, 2, n_chan), np.bool_)
     cur_tj = -1
     for r in range(n_row):
         it = interval_idx[r]
