@@ -134,6 +134,28 @@ def _n_ant_of(n_bl):
 
 
 @numba.njit(**JIT)
+def _row_baseline(interval_idx, ant1, ant2, r, n_int, n_ant):
+    """(interval, p, q, dense baseline, swapped) of row r; interval -1 when the row is
+    skipped (interval outside [0, n_int), autocorrelation, antenna outside the layout).
+    swapped: the row is written (q, p) with p > q, so its sums are conjugated."""
+    it = interval_idx[r]
+    p = ant1[r]
+    q = ant2[r]
+    if it < 0 or it >= n_int or p == q or p < 0 or q < 0 or p >= n_ant or q >= n_ant:
+        return -1, p, q, -1, False
+    swap = p > q
+    bl = baseline_index(q, p, n_ant) if swap else baseline_index(p, q, n_ant)
+    return it, p, q, bl, swap
+
+
+@numba.njit(**JIT)
+def _row_weight(weight, r, ci):
+    """(weight of row r, correlation ci as float64, usable: > 0 and finite)."""
+    w = np.float64(weight[r, 0, ci])
+    return w, w > 0.0 and np.isfinite(w)
+
+
+@numba.njit(**JIT)
 def _check_shapes(data, flag, weight, ant1, ant2, interval_idx, chan_bin, corr_index,
                   jones, jones_flag, jones_time_idx, vis_sum, wt_sum, n_samples,
                   wscale):
@@ -505,19 +527,11 @@ def _reduce_point_plain(data, model_spec, flag, weight, ant1, ant2, interval_idx
     uok = np.zeros((n_jant, 2, n_chan), np.bool_)
     cur_tj = -1
     for r in range(n_row):
-        it = interval_idx[r]
-        if it < 0 or it >= n_int:
+        it, p, q, bl, swap = _row_baseline(interval_idx, ant1, ant2, r, n_int, n_ant)
+        if it < 0:
             continue
-        p = ant1[r]
-        q = ant2[r]
-        if p == q or p < 0 or q < 0 or p >= n_ant or q >= n_ant:
-            continue
-        swap = p > q
-        bl = baseline_index(q, p, n_ant) if swap else baseline_index(p, q, n_ant)
-        w0 = np.float64(weight[r, 0, ci0])
-        w1 = np.float64(weight[r, 0, ci1])
-        ok0 = w0 > 0.0 and np.isfinite(w0)
-        ok1 = w1 > 0.0 and np.isfinite(w1)
+        w0, ok0 = _row_weight(weight, r, ci0)
+        w1, ok1 = _row_weight(weight, r, ci1)
         f0 = 1.0 + 0j
         f1 = 1.0 + 0j
         e0 = 1.0
@@ -611,19 +625,11 @@ def _reduce_point_general(data, model_spec, flag, weight, ant1, ant2, interval_i
             m = np.complex128(model_spec[c, k])
             m2s[c, k] = m.real * m.real + m.imag * m.imag
     for r in range(n_row):
-        it = interval_idx[r]
-        if it < 0 or it >= n_int:
+        it, p, q, bl, swap = _row_baseline(interval_idx, ant1, ant2, r, n_int, n_ant)
+        if it < 0:
             continue
-        p = ant1[r]
-        q = ant2[r]
-        if p == q or p < 0 or q < 0 or p >= n_ant or q >= n_ant:
-            continue
-        swap = p > q
-        bl = baseline_index(q, p, n_ant) if swap else baseline_index(p, q, n_ant)
-        w0 = np.float64(weight[r, 0, ci0])
-        w1 = np.float64(weight[r, 0, ci1])
-        ok0 = w0 > 0.0 and np.isfinite(w0)
-        ok1 = w1 > 0.0 and np.isfinite(w1)
+        w0, ok0 = _row_weight(weight, r, ci0)
+        w1, ok1 = _row_weight(weight, r, ci1)
         if not (ok0 or ok1):
             continue
         cur = -1
@@ -716,15 +722,9 @@ def _reduce_general(data, model, model_spec, use_spec, flag, weight, ant1, ant2,
     kw1 = 1 if wscale.shape[3] > 1 else 0
 
     for r in range(n_row):
-        it = interval_idx[r]
-        if it < 0 or it >= n_int:
-            continue
-        p = ant1[r]
-        q = ant2[r]
-        if p == q or p < 0 or q < 0 or p >= n_ant or q >= n_ant:
-            continue  # autocorrelation or antenna outside the layout
-        swap = p > q
-        bl = baseline_index(q, p, n_ant) if swap else baseline_index(p, q, n_ant)
+        it, p, q, bl, swap = _row_baseline(interval_idx, ant1, ant2, r, n_int, n_ant)
+        if it < 0:
+            continue  # outside the intervals, autocorrelation or antenna outside the layout
         tj = 0
         if use_jones:
             tj = jones_time_idx[r]
