@@ -643,34 +643,15 @@ def apply_refant(gains, flag, refants):
     """
     n_int, n_ant, n_ch, n_par = gains.shape
     refant_used = np.full(n_int, -1, np.int32)
-    par_active = np.zeros(n_par, np.bool_)
-    for it in range(n_int):
-        for a in range(n_ant):
-            for c in range(n_ch):
-                for j in range(n_par):
-                    if not flag[it, a, c, j]:
-                        par_active[j] = True
+    par_active = _active_pars(flag)
+    usable = np.zeros(n_ant, np.bool_)
     eps = 1.1920929e-07
     for it in range(n_int):
+        _usable_antennas(flag, it, par_active, usable)
         ref = -1
         for i in range(refants.shape[0]):
             r = refants[i]
-            if r < 0 or r >= n_ant:
-                continue
-            usable = False
-            for j in range(n_par):
-                if not par_active[j]:
-                    continue
-                usable = True
-                any_good = False
-                for c in range(n_ch):
-                    if not flag[it, r, c, j]:
-                        any_good = True
-                        break
-                if not any_good:
-                    usable = False
-                    break
-            if usable:
+            if 0 <= r < n_ant and usable[r]:
                 ref = r
                 break
         refant_used[it] = ref
@@ -687,6 +668,20 @@ def apply_refant(gains, flag, refants):
                     gains[it, a, c, j] = gains[it, a, c, j] / ph
                 gains[it, ref, c, j] = amp  # exactly zero phase on the refant itself
     return refant_used
+
+
+@numba.njit(**JIT)
+def _active_pars(flag):
+    """bool[par]: the pars with any unflagged solution in flag[interval, ant, chan, par]."""
+    n_int, n_ant, n_ch, n_par = flag.shape
+    active = np.zeros(n_par, np.bool_)
+    for it in range(n_int):
+        for a in range(n_ant):
+            for c in range(n_ch):
+                for j in range(n_par):
+                    if not flag[it, a, c, j]:
+                        active[j] = True
+    return active
 
 
 @numba.njit(**JIT)
@@ -760,13 +755,7 @@ def apply_flex_refant(gains, flag, choices, primary, strict, order):
     n_int, n_ant, n_ch, n_par = gains.shape
     eps = 1.1920929e-07
     used = np.full(n_int, -1, np.int32)
-    active = np.zeros(n_par, np.bool_)
-    for it in range(n_int):
-        for a in range(n_ant):
-            for c in range(n_ch):
-                for j in range(n_par):
-                    if not flag[it, a, c, j]:
-                        active[j] = True
+    active = _active_pars(flag)
     ok_now = np.zeros(n_ant, np.bool_)
     ok_prev = np.ones(n_ant, np.bool_)
     cands = np.empty(choices.shape[0] + 2, np.int64)
